@@ -1,0 +1,117 @@
+"""The Python entry point: ``run_audit(policy, *, model=None, data=None)``, for notebooks and pipelines.
+
+The CLI is a thin layer over this module; everything it does is reachable from here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from audit.artifacts import load_artifacts
+from audit.context import AuditContext
+from audit.policy import LoadedPolicy, load_policy
+from audit.provenance import collect, now
+from audit.registry import Registry, default_registry
+from audit.results import AuditResult
+from audit.runner import ProgressPrinter, overall, run_checks
+
+
+def run_audit(
+    policy: str | Path | dict[str, Any] | LoadedPolicy,
+    *,
+    model: Any = None,
+    data: dict[str, pd.DataFrame] | None = None,
+    out: str | Path | None = None,
+    formats: list[str] | None = None,
+    progress: bool | ProgressPrinter = False,
+    registry: Registry | None = None,
+    base_dir: Path | None = None,
+    command: list[str] | None = None,
+) -> AuditResult:
+    """Run an audit and return its result; optionally write the reports.
+
+    Parameters
+    ----------
+    policy : path, dict or LoadedPolicy
+        The policy file, or the policy as data.
+    model : estimator, optional
+        A model object to audit instead of ``model.path`` (anything with ``predict``/``predict_proba``).
+    data : dict, optional
+        ``{"train": DataFrame, "test": DataFrame}`` to use instead of the policy's data files.
+    out : path, optional
+        Write the reports into this folder (``report.html``, ``report.pdf``, ``result.json``, ``junit.xml``).
+    formats : list of str, optional
+        Report formats to write; default: the policy's ``report.formats``.
+    progress : bool or ProgressPrinter
+        Print one line per finished check on stderr.
+    registry : Registry, optional
+        Check registry; default: built-in checks and installed plug-ins.
+    base_dir : Path, optional
+        Folder that relative paths of a dict policy are resolved against.
+    command : list of str, optional
+        The command line, recorded in the provenance.
+
+    Returns
+    -------
+    AuditResult
+        The same result the CLI renders; ``result.exit_code`` is the CLI's exit code.
+
+    Raises
+    ------
+    PolicyError
+        The policy or its inputs are invalid (``ArtifactError`` for files and data); nothing ran.
+    """
+    registry = registry or default_registry()
+    printer = progress if isinstance(progress, ProgressPrinter) else (ProgressPrinter() if progress else None)
+    lp = policy if isinstance(policy, LoadedPolicy) else load_policy(policy, registry=registry, base_dir=base_dir)
+    started, t0 = now(), time.perf_counter()
+    if printer:
+        printer.message(f"audit: loading model and data for {lp.policy.audit.name!r}")
+    artifacts = load_artifacts(lp, model=model, data=data)
+    ctx = AuditContext(lp, artifacts)
+    results = run_checks(ctx, lp, registry, on_start=printer.start if printer else None,
+                         on_result=printer.result if printer else None)
+    status, code = overall(results, lp.policy.gate.fail_on)
+    meta = lp.policy.audit.model_dump(mode="json")
+    meta.update(
+        policy_path=str(lp.path) if lp.path else None,
+        title=lp.policy.report.title or f"Model audit: {lp.policy.audit.name}",
+        task=lp.policy.model.task,
+        features=ctx.features,
+        target=ctx.target,
+        labels=ctx.labels,
+        positive_label=ctx.positive_label,
+        sensitive_features=ctx.sensitive_features,
+        loading_notes=artifacts.notes,
+    )
+    result = AuditResult(
+        status=status,
+        exit_code=code,
+        meta=meta,
+        checks=results,
+        provenance=collect(lp, artifacts, started_at=started, finished_at=now(),
+                           duration_s=time.perf_counter() - t0, command=command or list(sys.argv)),
+        gate=lp.policy.gate.model_dump(mode="json"),
+    )
+    if out is not None:
+        from audit.report import write_reports
+
+        outcome = write_reports(result, Path(out), formats or list(lp.policy.report.formats))
+        if printer:
+            for fmt, path in outcome.paths.items():
+                printer.message(f"audit: wrote {fmt:<5} {path}")
+            for fmt, err in outcome.errors.items():
+                printer.message(f"audit: could not write {fmt}: {err}")
+    return result
+
+
+def default_out_dir(lp: LoadedPolicy) -> Path:
+    """Where reports go when ``--out`` is not given: the policy's ``report.out``, else ``audit-report/``."""
+    if lp.policy.report.out:
+        return lp.resolve(lp.policy.report.out)
+    return Path("audit-report")

@@ -1,0 +1,141 @@
+"""``audit``: the command line. Thin: it parses arguments, calls ``audit.api``, prints, and exits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from audit.errors import ExitCode, PolicyError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Pre-deployment audits of machine-learning models, driven by one policy file.")
+
+PolicyArg = Annotated[Path, typer.Argument(help="The policy YAML file.", show_default=False)]
+
+
+@app.callback()
+def _root() -> None:
+    """Pre-deployment audits of machine-learning models, driven by one policy file."""
+
+
+def _fail_invalid(exc: PolicyError) -> None:
+    sys.stderr.write(f"audit: {exc}\n")
+    raise typer.Exit(int(ExitCode.INVALID))
+
+
+@app.command()
+def run(
+    policy: PolicyArg,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: the policy's "
+                                             "report.out, else audit-report/).")] = None,
+    formats: Annotated[str | None, typer.Option("--formats", help="Comma-separated report formats, e.g. "
+                                                "html,json (default: the policy's report.formats).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+) -> None:
+    """Run the audit the policy describes and write its reports. Exit 0 pass, 1 fail, 2 invalid, 3 error."""
+    from audit.api import default_out_dir, run_audit
+    from audit.policy import load_policy
+
+    try:
+        lp = load_policy(policy)
+        fmts = [f.strip() for f in formats.split(",")] if formats else None
+        bad = [f for f in fmts or [] if f not in ("html", "pdf", "json", "junit")]
+        if bad:
+            raise PolicyError([_cli_issue("--formats", f"unknown format(s) {bad}; choose from html, pdf, json, "
+                                          "junit")])
+        target = out or default_out_dir(lp)
+        result = run_audit(lp, out=target, formats=fmts, progress=not quiet, command=sys.argv)
+    except PolicyError as exc:
+        _fail_invalid(exc)
+        return
+    if not quiet:
+        counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
+        sys.stderr.write(f"audit: {result.status.value.upper()} ({counts}); exit code {result.exit_code}\n")
+    raise typer.Exit(result.exit_code)
+
+
+def _cli_issue(option: str, message: str) -> Any:
+    from audit.errors import Issue
+
+    return Issue("command line", option, message)
+
+
+@app.command()
+def validate(policy: PolicyArg) -> None:
+    """Check the policy, its files and its data against each other; run no check. Exit 0 valid, 2 invalid."""
+    from audit.artifacts import load_artifacts
+    from audit.policy import load_policy
+
+    try:
+        lp = load_policy(policy)
+        art = load_artifacts(lp)
+    except PolicyError as exc:
+        _fail_invalid(exc)
+        return
+    p = lp.policy
+    splits = ", ".join(f"{k} {len(v)} rows" for k, v in art.frames.items())
+    typer.echo(f"{policy}: valid. Model {art.model.kind} ({p.model.task}, labels {art.labels}); data {splits}; "
+               f"{len(art.features)} features; sensitive: {', '.join(art.sensitive_features) or 'none'}; "
+               f"checks: {', '.join(lp.configs)}")
+    for note in art.notes:
+        typer.echo(f"  note: {note}")
+
+
+@app.command()
+def init() -> None:
+    """Print a commented starter policy (``audit init > policy.yaml``)."""
+    from audit.starter import STARTER_POLICY
+
+    typer.echo(STARTER_POLICY, nl=False)
+
+
+@app.command("checks")
+def list_checks(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List the registered checks with their options, defaults, metrics and obligations."""
+    from audit.registry import default_registry
+
+    entries = []
+    for check_id, cls in default_registry().items():
+        options = []
+        for name, f in cls.config_model.model_fields.items():
+            default = cls.default_thresholds if name == "thresholds" else (
+                f.default_factory() if f.default_factory else f.default)  # type: ignore[call-arg]
+            options.append({"name": name, "default": default, "description": f.description or ""})
+        entries.append({"id": check_id, "title": cls.title, "description": cls.description,
+                        "needs": sorted(cls.applies_to.needs), "tasks": sorted(cls.applies_to.tasks),
+                        "options": options, "metrics": cls.metric_names, "obligations": list(cls.obligations)})
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2, default=str))
+        return
+    for e in entries:
+        typer.echo(f"{e['id']}: {e['title']}\n  {e['description']}")
+        if e["needs"]:
+            typer.echo(f"  needs: {', '.join(e['needs'])}")
+        typer.echo("  options:")
+        for o in e["options"]:
+            typer.echo(f"    {o['name']} (default {json.dumps(o['default'], default=str)}): {o['description']}")
+        typer.echo("  metrics (for thresholds): " + ", ".join(e["metrics"]))
+        typer.echo("  obligations: " + ", ".join(e["obligations"]) + "\n")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the policy, for editors (``audit schema > policy.schema.json``)."""
+    from audit.policy import schema as policy_schema
+
+    typer.echo(json.dumps(policy_schema(), indent=2))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

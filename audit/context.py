@@ -1,0 +1,120 @@
+"""AuditContext: what every check sees. Model, data, seeded randomness and a shared cache.
+
+Predictions and probabilities are computed once per split and shared, so that checks never recompute each
+other's work; anything else expensive goes through ``cached(key, fn)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from audit.artifacts import Artifacts
+from audit.policy import LoadedPolicy
+
+T = TypeVar("T")
+
+
+class AuditContext:
+    """Read-only view of one audit's inputs for the checks.
+
+    Parameters
+    ----------
+    policy : LoadedPolicy
+        The validated policy.
+    artifacts : Artifacts
+        The loaded model and data.
+    """
+
+    def __init__(self, policy: LoadedPolicy, artifacts: Artifacts):
+        self.loaded_policy = policy
+        self.policy = policy.policy
+        self.artifacts = artifacts
+        self.model = artifacts.model
+        self.task = self.policy.model.task
+        self.seed = self.policy.seed
+        self.features = list(artifacts.features)
+        self.target = artifacts.target
+        self.labels = list(artifacts.labels)
+        self.positive_label = artifacts.positive_label
+        self.sensitive_features = list(artifacts.sensitive_features)
+        self._cache: dict[Any, Any] = {}
+
+    # -- data -------------------------------------------------------------------------------------------
+    @property
+    def splits(self) -> list[str]:
+        """Data splits present (``train``, ``test``)."""
+        return list(self.artifacts.frames)
+
+    @property
+    def eval_split(self) -> str:
+        """The split checks judge the model on: ``test`` when given, else ``train``."""
+        return "test" if "test" in self.artifacts.frames else "train"
+
+    def frame(self, split: str) -> pd.DataFrame:
+        """The whole table of a split, as read."""
+        return self.artifacts.frames[split]
+
+    def X(self, split: str) -> pd.DataFrame:  # noqa: N802 - the usual name for a design matrix
+        """Model inputs of a split, columns in the model's order."""
+        return self.cached(("X", split), lambda: self.frame(split)[self.features])
+
+    def y(self, split: str) -> np.ndarray:
+        """True labels of a split."""
+        return self.cached(("y", split), lambda: self.frame(split)[self.target].to_numpy())
+
+    def sensitive(self, split: str) -> pd.DataFrame:
+        """Sensitive columns of a split (may be empty)."""
+        return self.frame(split)[self.sensitive_features]
+
+    @property
+    def positive_index(self) -> int | None:
+        """Column of the positive class in ``proba()`` (binary tasks)."""
+        return None if self.positive_label is None else self.labels.index(self.positive_label)
+
+    # -- predictions ------------------------------------------------------------------------------------
+    def proba(self, split: str) -> np.ndarray | None:
+        """Class probabilities of a split, columns in ``labels`` order (``None`` without probabilities)."""
+        if not self.model.has_proba:
+            return None
+        return self.cached(("proba", split), lambda: self.model.predict_proba(self.X(split)))
+
+    def predict(self, split: str) -> np.ndarray:
+        """Predicted labels of a split (the class with the highest probability, or the model's own output)."""
+
+        def compute() -> np.ndarray:
+            p = self.proba(split)
+            if p is not None:
+                return np.asarray(self.labels, dtype=object)[p.argmax(axis=1)].astype(self.y(split).dtype)
+            raw = self.model.predict_raw(self.X(split))
+            if self.model.classes is None and np.issubdtype(raw.dtype, np.integer):
+                return np.asarray(self.labels, dtype=object)[raw].astype(self.y(split).dtype)
+            return raw
+
+        return self.cached(("predict", split), compute)
+
+    # -- capabilities, randomness, cache ------------------------------------------------------------
+    def capabilities(self) -> set[str]:
+        """What this audit offers, matched against each check's ``applies_to.needs``."""
+        caps = {"tabular"}
+        if self.model.has_proba:
+            caps.add("probabilities")
+        if self.sensitive_features:
+            caps.add("sensitive_features")
+        caps.update(f"{s}_data" for s in self.splits)
+        return caps
+
+    def rng(self, name: str) -> np.random.Generator:
+        """A generator seeded by the policy seed and ``name``: independent streams, same run to run."""
+        digest = hashlib.sha256(f"{self.seed}:{name}".encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+    def cached(self, key: Any, fn: Callable[[], T]) -> T:
+        """``fn()`` computed once per audit under ``key`` and shared between checks."""
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
