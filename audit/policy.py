@@ -210,9 +210,6 @@ def load_policy(
     if policy is None:
         raise PolicyError(issues)
 
-    if not policy.data.train and not policy.data.test:
-        issues.append(Issue(located.where("data"), "data", "give at least one of `train` or `test` "
-                            "(held-out test data is what the checks judge the model on)"))
     if policy.data.target in policy.data.sensitive_features:
         issues.append(Issue(located.where("data", "sensitive_features"), "data.sensitive_features",
                             f"the target {policy.data.target!r} cannot also be a sensitive feature"))

@@ -30,6 +30,10 @@ def library_versions() -> dict[str, str]:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
+            if name == "xai-audit":  # running from a source tree that is not installed
+                from audit import __version__
+
+                out[name] = f"{__version__} (not installed)"
             continue
     return out
 

@@ -33,6 +33,7 @@ class CheckConfig(BaseModel):
 
     thresholds: dict[str, Threshold] = Field(
         default_factory=dict,
+        validate_default=True,
         description="Metric name -> {min: x} or {max: x} (optionally warn_margin). Merged over the defaults; "
         "null removes a default.",
     )

@@ -34,9 +34,9 @@ class Status(str, Enum):
         return _RANK[self]
 
     @staticmethod
-    def worst(statuses: list[Status], default: Status = PASS) -> Status:
-        """The most severe of ``statuses`` (``default`` when empty)."""
-        return max(statuses, key=lambda s: s.rank, default=default)
+    def worst(statuses: list[Status], default: Status | None = None) -> Status:
+        """The most severe of ``statuses`` (``default``, else PASS, when empty)."""
+        return max(statuses, key=lambda s: s.rank, default=default or Status.PASS)
 
 
 _RANK = {Status.SKIPPED: 0, Status.PASS: 1, Status.WARN: 2, Status.FAIL: 3, Status.ERROR: 4}

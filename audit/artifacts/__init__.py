@@ -124,7 +124,8 @@ def load_artifacts(
                 issues.extend(exc.issues)
 
     if issues or adapter is None or not frames:
-        raise ArtifactError(issues or [Issue(lp.where("data"), "data", "no data could be loaded")])
+        raise ArtifactError(issues or [Issue(lp.where("data"), "data", "no data: give `data.test` (held-out "
+                                             "data, what the checks judge the model on) and/or `data.train`")])
 
     notes = list(adapter.notes)
     features = _check_columns(lp, frames, adapter, issues)

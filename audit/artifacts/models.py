@@ -115,7 +115,7 @@ def load_model(
                     f"refusing to load {path.name}: {fmt} files run arbitrary code when loaded. Convert the model "
                     "to skops (skops.io.dump) or ONNX, or, only if you produced this file yourself, set "
                     "`model.trust: true`"))])
-            return from_object(_load_pickle(path, fmt))
+            return from_object(_load_pickle(path, fmt), where=where)
     except ArtifactError:
         raise
     except Exception as exc:  # a corrupt or mismatched file: say which and why
@@ -124,10 +124,10 @@ def load_model(
     raise ArtifactError([Issue(where, "model.format", f"unknown model format {fmt!r}")])
 
 
-def from_object(model: Any) -> ModelAdapter:
-    """Wrap an estimator passed in memory (anything with ``predict``, ideally ``predict_proba``)."""
+def from_object(model: Any, *, where: str = "<run_audit>") -> ModelAdapter:
+    """Wrap an estimator (anything with ``predict``, ideally ``predict_proba``)."""
     if not hasattr(model, "predict"):
-        raise ArtifactError([Issue("<run_audit>", "model", f"a model needs a predict() method; got "
+        raise ArtifactError([Issue(where, "model", f"a model needs a predict() method; got "
                                    f"{type(model).__name__}")])
     kind = "xgboost" if type(model).__module__.startswith("xgboost") else "sklearn"
     classes = getattr(model, "classes_", None)
@@ -158,7 +158,7 @@ def _load_skops(path: Path, trusted: list[str], where: str) -> ModelAdapter:
         raise ArtifactError([Issue(where, "model.trusted_types", (
             f"{path.name} contains types that skops does not trust by default: {', '.join(untrusted)}. "
             "If you know them, list them under `model.trusted_types`"))])
-    return from_object(sio.load(path, trusted=trusted or None))
+    return from_object(sio.load(path, trusted=trusted or None), where=where)
 
 
 def _load_pickle(path: Path, fmt: str) -> Any:
