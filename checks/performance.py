@@ -98,9 +98,8 @@ class Performance(Check[PerformanceConfig]):
         if proba is not None and ctx.task == "binary_classification":
             figures.append(_roc_figure(y, proba[:, ctx.positive_index], ctx.positive_label))
         if config.per_group and ctx.sensitive_features:
-            group_metrics, table, small = _per_group(ctx, split, y, pred, proba, scorer, config)
+            group_metrics, small = _per_group(ctx, split, y, pred, proba, scorer, config)
             out.extend(group_metrics)
-            tables.append(table)
             if small:
                 notes.append(f"Groups under {config.min_group_size} rows, whose numbers are unreliable: "
                              + ", ".join(small) + ".")
@@ -170,31 +169,23 @@ def _finite(x: Any) -> float | None:
 
 
 def _per_group(ctx: AuditContext, split: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None,
-               scorer: _Scorer, config: PerformanceConfig) -> tuple[list[Metric], Table, list[str]]:
+               scorer: _Scorer, config: PerformanceConfig) -> tuple[list[Metric], list[str]]:
+    """The headline metrics and the row count for each group of each sensitive feature (``feature=value``)."""
     fns = scorer.functions(proba)
     names = [n for n in ("accuracy", "precision", "recall", "f1", "roc_auc") if n in fns]
     sens = ctx.sensitive(split)
     metrics: list[Metric] = []
-    rows: list[list[Any]] = []
     small: list[str] = []
     for feature in ctx.sensitive_features:
         col = sens[feature].astype(str).to_numpy()
         for value in sorted(np.unique(col)):
             idx = np.flatnonzero(col == value)
             group = f"{feature}={value}"
-            values = [_finite(fns[n](y, pred, proba, idx)) for n in names]
-            for n, v in zip(names, values, strict=True):
-                metrics.append(Metric(n, v, group=group))
             metrics.append(Metric("count", float(len(idx)), group=group))
-            flag = "" if len(idx) >= config.min_group_size else " (small)"
-            if flag:
+            metrics.extend(Metric(n, _finite(fns[n](y, pred, proba, idx)), group=group) for n in names)
+            if len(idx) < config.min_group_size:
                 small.append(f"{group} (n={len(idx)})")
-            rows.append([feature, f"{value}{flag}", len(idx), *[("n/a" if v is None else round(v, 4))
-                                                                 for v in values]])
-    table = Table("per_group", "Performance per group", ["feature", "group", "n", *names], rows,
-                  caption="Each sensitive feature's groups on the evaluation split. Differences between groups "
-                  "are judged by the fairness check.")
-    return metrics, table, small
+    return metrics, small
 
 
 def _confusion_table(y: np.ndarray, pred: np.ndarray, labels: list[Any]) -> Table:
