@@ -100,7 +100,7 @@ def list_checks(
     """List the registered checks with their options, defaults, metrics and obligations."""
     from audit.registry import default_registry
 
-    entries = []
+    entries: list[dict[str, Any]] = []
     for check_id, cls in default_registry().items():
         options = []
         for name, f in cls.config_model.model_fields.items():

@@ -30,7 +30,7 @@ PALETTE = ["#1f5fa8", "#d9822b", "#2e8b57", "#b03a48", "#6a5acd", "#8c8c8c"]
 @contextmanager
 def figure(width: float = 6.0, height: float = 3.6, **subplots: Any) -> Iterator[tuple[Any, Any]]:
     """A matplotlib figure and axes in the house style, closed on exit."""
-    with plt.rc_context(STYLE):
+    with plt.rc_context(STYLE):  # type: ignore[arg-type]
         fig, ax = plt.subplots(figsize=(width, height), **subplots)
         try:
             yield fig, ax
@@ -41,7 +41,7 @@ def figure(width: float = 6.0, height: float = 3.6, **subplots: Any) -> Iterator
 def to_svg(fig: Any) -> bytes:
     """Render a figure to SVG bytes (without the creation date, so output is reproducible)."""
     buf = io.BytesIO()
-    with plt.rc_context(STYLE):
+    with plt.rc_context(STYLE):  # type: ignore[arg-type]
         fig.tight_layout()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "xai-audit"})
     return buf.getvalue()

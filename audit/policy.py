@@ -24,6 +24,11 @@ RiskCategory = Literal["prohibited", "high", "limited", "minimal"]
 ModelFormat = Literal["xgboost", "skops", "onnx", "pickle", "joblib"]
 Task = Literal["binary_classification", "multiclass_classification"]
 ReportFormat = Literal["html", "pdf", "json", "junit"]
+_ALL_FORMATS: tuple[ReportFormat, ...] = ("html", "pdf", "json", "junit")
+
+
+def _default_checks() -> dict[str, dict[str, Any] | None]:
+    return {"performance": None}
 
 
 class _Strict(BaseModel):
@@ -94,7 +99,7 @@ class ReportSpec(_Strict):
     """Which report files to write, and where."""
 
     formats: list[ReportFormat] = Field(
-        default_factory=lambda: ["html", "pdf", "json", "junit"], description="Report files to write."
+        default_factory=lambda: list(_ALL_FORMATS), description="Report files to write."
     )
     out: str | None = Field(None, description="Output folder, relative to the policy. Default: audit-report/.")
     title: str | None = Field(None, description="Report title. Default: 'Model audit: <audit.name>'.")
@@ -117,7 +122,7 @@ class Policy(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)  # type: ignore[arg-type]
     data: DataSpec
     checks: dict[str, dict[str, Any] | None] = Field(
-        default_factory=lambda: {"performance": {}}, description="Check id -> its options; only listed checks run."
+        default_factory=_default_checks, description="Check id -> its options; only listed checks run."
     )
     report: ReportSpec = Field(default_factory=ReportSpec)  # type: ignore[arg-type]
     gate: GateSpec = Field(default_factory=GateSpec)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any, Literal
@@ -34,7 +35,7 @@ class Status(str, Enum):
         return _RANK[self]
 
     @staticmethod
-    def worst(statuses: list[Status], default: Status | None = None) -> Status:
+    def worst(statuses: Iterable[Status], default: Status | None = None) -> Status:
         """The most severe of ``statuses`` (``default``, else PASS, when empty)."""
         return max(statuses, key=lambda s: s.rank, default=default or Status.PASS)
 
