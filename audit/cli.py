@@ -17,8 +17,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 PolicyArg = Annotated[Path, typer.Argument(help="The policy YAML file.", show_default=False)]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from audit import __version__
+
+        typer.echo(f"xai-audit {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
     """Pre-deployment audits of machine-learning models, driven by one policy file."""
 
 
@@ -87,7 +98,7 @@ def validate(policy: PolicyArg) -> None:
 
 @app.command()
 def init() -> None:
-    """Print a commented starter policy (``audit init > policy.yaml``)."""
+    """Print a commented starter policy (audit init > policy.yaml)."""
     from audit.starter import STARTER_POLICY
 
     typer.echo(STARTER_POLICY, nl=False)
@@ -126,7 +137,7 @@ def list_checks(
 
 @app.command()
 def schema() -> None:
-    """Print the JSON Schema of the policy, for editors (``audit schema > policy.schema.json``)."""
+    """Print the JSON Schema of the policy, for editors (audit schema > policy.schema.json)."""
     from audit.policy import schema as policy_schema
 
     typer.echo(json.dumps(policy_schema(), indent=2))

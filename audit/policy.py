@@ -116,7 +116,7 @@ class GateSpec(_Strict):
 class Policy(_Strict):
     """An audit policy, version 1."""
 
-    version: Literal[1] = Field(..., description="Policy format version; 1 is the only one.")
+    version: Literal[1] = Field(..., description="Policy format version: write `version: 1` at the top.")
     audit: AuditMeta
     seed: int = Field(0, ge=0, description="Seed for every random choice: same seed, same results.")
     model: ModelSpec = Field(default_factory=ModelSpec)  # type: ignore[arg-type]
@@ -200,9 +200,7 @@ def load_policy(
     data = located.data
     if not isinstance(data, dict):
         raise PolicyError([Issue(located.source, "", "a policy is a YAML mapping with keys version, audit, "
-                                 f"model, data, checks; got {type(data).__name__}")])
-    if "version" not in data:
-        issues.append(Issue(located.source, "version", "missing; add `version: 1` at the top of the policy"))
+                                 f"model, data, checks; got {'an empty file' if data is None else type(data).__name__}")])
     policy: Policy | None = None
     try:
         policy = Policy.model_validate(data)

@@ -116,3 +116,11 @@ def test_schema_lists_checks_and_their_metrics() -> None:
     assert "n_boot" in perf["properties"]
     assert "roc_auc" in perf["properties"]["thresholds"]["propertyNames"]["enum"]
     assert s["properties"]["checks"]["additionalProperties"] is False
+
+
+def test_empty_file_and_missing_version(tmp_path: Path) -> None:
+    assert _errors(tmp_path, "") == ["policy.yaml: a policy is a YAML mapping with keys version, audit, model, "
+                                     "data, checks; got an empty file"]
+    errs = _errors(tmp_path, GOOD.replace("version: 1\n", ""))
+    assert errs == ["policy.yaml: version: missing required key 'version' (Policy format version: write "
+                    "`version: 1` at the top.)"]
