@@ -199,8 +199,9 @@ def load_policy(
                     "key given twice; keep one") for p, m in located.duplicates]
     data = located.data
     if not isinstance(data, dict):
+        got = "an empty file" if data is None else type(data).__name__
         raise PolicyError([Issue(located.source, "", "a policy is a YAML mapping with keys version, audit, "
-                                 f"model, data, checks; got {'an empty file' if data is None else type(data).__name__}")])
+                                 f"model, data, checks; got {got}")])
     policy: Policy | None = None
     try:
         policy = Policy.model_validate(data)
