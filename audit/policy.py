@@ -195,8 +195,8 @@ def load_policy(
             raise PolicyError([Issue(where, "", f"not valid YAML: {problem}")]) from None
     base = base_dir or (path.parent if path else Path.cwd())
 
-    issues = [Issue(located.where(*p) if p[:-1] else f"{located.source}:{m[0]}:{m[1]}", _dotted(p),
-                    "key given twice; keep one") for p, m in located.duplicates]
+    issues = [Issue(f"{located.source}:{line}:{col}", _dotted(p), "key given twice; keep one")
+              for p, (line, col) in located.duplicates]
     data = located.data
     if not isinstance(data, dict):
         got = "an empty file" if data is None else type(data).__name__
@@ -207,10 +207,13 @@ def load_policy(
         policy = Policy.model_validate(data)
     except ValidationError as exc:
         issues.extend(_issues_from_validation(exc, located, Policy, ()))
+    # stage 2 runs even when stage 1 failed, so that every problem is reported at once; options that are not
+    # mappings were already reported by stage 1
     checks = policy.checks if policy else data.get("checks")
     if isinstance(checks, list):
         checks = {str(c): {} for c in checks}
-    configs = _check_configs(checks if isinstance(checks, dict) else {}, located, registry, issues)
+    checks = {k: v for k, v in checks.items() if v is None or isinstance(v, dict)} if isinstance(checks, dict) else {}
+    configs = _check_configs(checks, located, registry, issues)
     if policy is None:
         raise PolicyError(issues)
 
@@ -238,12 +241,9 @@ def _check_configs(checks: dict[str, Any], located: Located, registry: Registry,
                                 "`audit checks` lists them with their options)"))
             continue
         check_cls = registry.get(check_id)
-        if options is not None and not isinstance(options, dict):
-            issues.append(Issue(located.where("checks", check_id), f"checks.{check_id}",
-                                f"options must be a mapping (or {{}}); got {options!r}"))
-            continue
         prefix = ("checks", check_id)
-        for metric in (options or {}).get("thresholds") or {}:
+        thresholds = (options or {}).get("thresholds")
+        for metric in thresholds if isinstance(thresholds, dict) else {}:
             if metric not in check_cls.metric_names:
                 near = difflib.get_close_matches(str(metric), list(check_cls.metric_names), n=1)
                 hint = f"; did you mean {near[0]!r}?" if near else ""

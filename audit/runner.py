@@ -87,13 +87,17 @@ class ProgressPrinter:
         self.stream = stream or sys.stderr
 
     def start(self, i: int, n: int, check_id: str) -> None:
-        """Called when a check starts (prints nothing: one line per check, at the end)."""
+        """On a terminal, a transient 'running' line that the check's result line overwrites; else nothing."""
+        if self.stream.isatty():
+            self.stream.write(f"[{i:>{len(str(n))}}/{n}] {check_id:<24} running...\r")
+            self.stream.flush()
 
     def result(self, i: int, n: int, r: CheckResult) -> None:
         """Print one finished check."""
         width = len(str(n))
         summary = r.summary if len(r.summary) <= 90 else r.summary[:87] + "..."
-        self.stream.write(f"[{i:>{width}}/{n}] {r.check_id:<24} {self._MARK[r.status]:<5} "
+        clear = "\x1b[2K" if self.stream.isatty() else ""  # erase the transient 'running' line
+        self.stream.write(f"{clear}[{i:>{width}}/{n}] {r.check_id:<24} {self._MARK[r.status]:<5} "
                           f"{r.duration_s:7.2f}s  {summary}\n")
         self.stream.flush()
 

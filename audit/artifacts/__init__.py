@@ -235,7 +235,3 @@ def _check_labels(lp: LoadedPolicy, frames: dict[str, pd.DataFrame], adapter: Mo
 def _sort_key(v: Any) -> tuple[int, Any]:
     return (0, v) if isinstance(v, int | float | np.integer | np.floating) else (1, str(v))
 
-
-def resolve_model_path(lp: LoadedPolicy) -> Path | None:
-    """Absolute path of the policy's model file (``None`` when not given)."""
-    return lp.resolve(lp.policy.model.path) if lp.policy.model.path else None
