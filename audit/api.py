@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,10 @@ def run_audit(
         if printer:
             for fmt, path in outcome.paths.items():
                 printer.message(f"audit: wrote {fmt:<5} {path}")
-            for fmt, err in outcome.errors.items():
-                printer.message(f"audit: could not write {fmt}: {err}")
+        for fmt, err in outcome.errors.items():  # even when quiet: a missing report must not go unnoticed
+            sys.stderr.write(f"audit: could not write {fmt}: {err}\n")
+        result = replace(result, report={"paths": {k: str(v) for k, v in outcome.paths.items()},
+                                         "errors": dict(outcome.errors)})
     return result
 
 

@@ -481,6 +481,8 @@ def write_reports(result: AuditResult, out_dir: Path, formats: Sequence[str]) ->
         except Exception as exc:  # noqa: BLE001 - one format failing must not lose the others
             log.warning("could not write %s: %s: %s", dest, type(exc).__name__, exc, exc_info=True)
             outcome.errors[fmt] = f"{type(exc).__name__}: {exc}"
+            # a report left by an earlier audit must not pass for this one's
+            dest.unlink(missing_ok=True)
         else:
             outcome.paths[fmt] = dest
     return outcome

@@ -282,6 +282,7 @@ def test_write_reports_survives_a_failing_format(result: AuditResult, tmp_path: 
         raise RuntimeError("weasyprint exploded")
 
     monkeypatch.setattr(report, "render_pdf", boom)
+    (tmp_path / "report.pdf").write_bytes(b"%PDF from an earlier audit")  # must not pass for this audit's
     outcome = report.write_reports(result, tmp_path, ["html", "pdf", "json", "junit"])
     assert outcome.errors == {"pdf": "RuntimeError: weasyprint exploded"}
     assert set(outcome.paths) == {"html", "json", "junit"}
