@@ -129,6 +129,8 @@ def load_artifacts(
     notes = list(adapter.notes)
     features = _check_columns(lp, frames, adapter, issues)
     labels, positive = _check_labels(lp, frames, adapter, issues, notes)
+    if not issues:
+        _smoke_predict(lp, frames, adapter, features, labels, issues)
     if issues:
         raise ArtifactError(issues)
     return Artifacts(model=adapter, frames=frames, features=features, target=p.data.target,
@@ -234,3 +236,26 @@ def _check_labels(lp: LoadedPolicy, frames: dict[str, pd.DataFrame], adapter: Mo
 def _sort_key(v: Any) -> tuple[int, Any]:
     return (0, v) if isinstance(v, int | float | np.integer | np.floating) else (1, str(v))
 
+
+def _smoke_predict(lp: LoadedPolicy, frames: dict[str, pd.DataFrame], adapter: ModelAdapter, features: list[str],
+                   labels: list[Any], issues: list[Issue]) -> None:
+    """Predict on a few rows of each split, so that a model that cannot read the data fails here (exit 2)."""
+    where = lp.where("model", "path") if lp.policy.model.path else "<run_audit>"
+    for split, frame in frames.items():
+        head = frame[features].head(8)
+        try:
+            if adapter.has_proba:
+                proba = adapter.predict_proba(head)
+                if proba.ndim != 2 or proba.shape[1] != len(labels):
+                    issues.append(Issue(where, "model", f"the model gives {proba.shape[-1]} probability columns "
+                                        f"but the target has {len(labels)} labels {labels}; check `model.task`, "
+                                        "`model.classes` and the target column"))
+                    return
+            else:
+                adapter.predict_raw(head)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            issues.append(Issue(where, "model", f"the model cannot predict on the {split} data: "
+                                f"{type(exc).__name__}: {first}. Check the feature columns' types and "
+                                "`data.features`"))
+            return

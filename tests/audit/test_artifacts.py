@@ -154,3 +154,11 @@ def test_parquet_and_in_memory_data(toy_dir: Path, toy_frames: Any, fitted_xgb: 
     art2 = load_artifacts(lp, model=fitted_xgb, data={"train": train, "test": test})
     assert art2.provenance["data"]["test"]["sha256"] == sha256_frame(test)
     assert art2.provenance["model"]["source"] == "in memory"
+
+
+def test_model_that_cannot_read_the_data_is_an_input_error(toy_dir: Path, toy_frames: Any) -> None:
+    _, test = toy_frames
+    test.assign(noise=["unknown"] * len(test)).to_csv(toy_dir / "test.csv", index=False)  # text where numbers were
+    issues = _issues(toy_dir)
+    assert issues[0].startswith("policy.yaml:9:3: model: the model cannot predict on the test data: ValueError")
+    assert issues[0].endswith("Check the feature columns' types and `data.features`")
