@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from audit.errors import ExitCode, PolicyError
+from audit.errors import ExitCode, Issue, PolicyError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Pre-deployment audits of machine-learning models, driven by one policy file.")
@@ -49,15 +49,15 @@ def run(
 ) -> None:
     """Run the audit the policy describes and write its reports. Exit 0 pass, 1 fail, 2 invalid, 3 error."""
     from audit.api import default_out_dir, run_audit
-    from audit.policy import load_policy
+    from audit.policy import REPORT_FORMATS, load_policy
 
     try:
         lp = load_policy(policy)
         fmts = [f.strip() for f in formats.split(",")] if formats else None
-        bad = [f for f in fmts or [] if f not in ("html", "pdf", "json", "junit")]
+        bad = [f for f in fmts or [] if f not in REPORT_FORMATS]
         if bad:
-            raise PolicyError([_cli_issue("--formats", f"unknown format(s) {bad}; choose from html, pdf, json, "
-                                          "junit")])
+            raise PolicyError([Issue("command line", "--formats", f"unknown format(s) {bad}; choose from "
+                                     f"{', '.join(REPORT_FORMATS)}")])
         target = out or default_out_dir(lp)
         result = run_audit(lp, out=target, formats=fmts, progress=not quiet, command=sys.argv)
     except PolicyError as exc:
@@ -67,12 +67,6 @@ def run(
         counts = ", ".join(f"{n} {s}" for s, n in result.counts().items() if n)
         sys.stderr.write(f"audit: {result.status.value.upper()} ({counts}); exit code {result.exit_code}\n")
     raise typer.Exit(result.exit_code)
-
-
-def _cli_issue(option: str, message: str) -> Any:
-    from audit.errors import Issue
-
-    return Issue("command line", option, message)
 
 
 @app.command()

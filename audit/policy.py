@@ -24,11 +24,16 @@ RiskCategory = Literal["prohibited", "high", "limited", "minimal"]
 ModelFormat = Literal["xgboost", "skops", "onnx", "pickle", "joblib"]
 Task = Literal["binary_classification", "multiclass_classification"]
 ReportFormat = Literal["html", "pdf", "json", "junit"]
-_ALL_FORMATS: tuple[ReportFormat, ...] = ("html", "pdf", "json", "junit")
+REPORT_FORMATS: tuple[ReportFormat, ...] = typing.get_args(ReportFormat)
 
 
 def _default_checks() -> dict[str, dict[str, Any] | None]:
     return {"performance": None}
+
+
+def _checks_shorthand(value: Any) -> Any:
+    """``checks: [performance, fairness]`` is short for a mapping of each id to its default options."""
+    return {str(v): {} for v in value} if isinstance(value, list) else value
 
 
 class _Strict(BaseModel):
@@ -99,7 +104,7 @@ class ReportSpec(_Strict):
     """Which report files to write, and where."""
 
     formats: list[ReportFormat] = Field(
-        default_factory=lambda: list(_ALL_FORMATS), description="Report files to write."
+        default_factory=lambda: list(REPORT_FORMATS), description="Report files to write."
     )
     out: str | None = Field(None, description="Output folder, relative to the policy. Default: audit-report/.")
     title: str | None = Field(None, description="Report title. Default: 'Model audit: <audit.name>'.")
@@ -130,9 +135,7 @@ class Policy(_Strict):
     @field_validator("checks", mode="before")
     @classmethod
     def _checks_mapping(cls, value: Any) -> Any:
-        if isinstance(value, list):  # allow `checks: [performance, fairness]` as a shorthand
-            return {str(v): {} for v in value}
-        return value
+        return _checks_shorthand(value)
 
 
 @dataclass
@@ -209,9 +212,7 @@ def load_policy(
         issues.extend(_issues_from_validation(exc, located, Policy, ()))
     # stage 2 runs even when stage 1 failed, so that every problem is reported at once; options that are not
     # mappings were already reported by stage 1
-    checks = policy.checks if policy else data.get("checks")
-    if isinstance(checks, list):
-        checks = {str(c): {} for c in checks}
+    checks = policy.checks if policy else _checks_shorthand(data.get("checks"))
     checks = {k: v for k, v in checks.items() if v is None or isinstance(v, dict)} if isinstance(checks, dict) else {}
     configs = _check_configs(checks, located, registry, issues)
     if policy is None:

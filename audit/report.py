@@ -23,11 +23,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 
 from audit.io import atomic_write_bytes, atomic_write_text
+from audit.policy import REPORT_FORMATS
 from audit.results import AuditResult, CheckResult, Metric, Status
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("html", "pdf", "json", "junit")
+FORMATS = REPORT_FORMATS  # the policy's report.formats: one list of what can be written
 FILE_NAMES = {"html": "report.html", "pdf": "report.pdf", "json": "result.json", "junit": "junit.xml"}
 MAX_EVIDENCE_ROWS = 20
 MAX_TABLE_ROWS = 50
