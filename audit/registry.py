@@ -7,6 +7,7 @@ a module (importing it registers its checks) or a ``Check`` subclass.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -19,7 +20,18 @@ if TYPE_CHECKING:
     from audit.context import AuditContext
 
 ENTRY_POINT_GROUP = "xai_audit.checks"
-BUILTIN_MODULES = ("checks.performance",)
+BUILTIN_PACKAGE = "checks"
+
+
+def builtin_modules() -> list[str]:
+    """Every public module of the built-in ``checks`` package: each one registers its checks on import.
+
+    Discovered rather than listed, so that adding a check is adding one module (``_private`` modules hold
+    helpers shared inside the package and are skipped).
+    """
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    return sorted(f"{BUILTIN_PACKAGE}.{m.name}" for m in pkgutil.iter_modules(package.__path__)
+                  if not m.name.startswith("_"))
 
 
 class CheckConfig(BaseModel):
@@ -184,7 +196,7 @@ def default_registry() -> Registry:
     global _loaded
     if not _loaded:
         _loaded = True
-        for module in BUILTIN_MODULES:
+        for module in builtin_modules():
             importlib.import_module(module)
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             obj = ep.load()
