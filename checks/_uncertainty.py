@@ -1,0 +1,356 @@
+"""Arithmetic of the ``calibration`` and ``mc_dropout`` checks, as plain functions on arrays and modules.
+
+Nothing here knows the audit context: the functions take numpy arrays (calibration) or a ``torch.nn.Module``
+and a tensor (MC dropout), so they are tested directly on tiny hand-made inputs.
+
+References
+----------
+Guo, Pleiss, Sun and Weinberger, "On calibration of modern neural networks", ICML 2017 (ECE, reliability
+diagrams). Nixon et al., "Measuring calibration in deep learning", CVPR workshops 2019 (equal-mass bins,
+class-wise ECE). Brier, "Verification of forecasts expressed in terms of probability", Monthly Weather Review
+1950. Gal and Ghahramani, "Dropout as a Bayesian approximation", ICML 2016 (MC dropout). Depeweg et al.,
+"Decomposition of uncertainty in Bayesian deep learning", ICML 2018 (mutual information as epistemic part).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+BinStrategy = Literal["uniform", "quantile"]
+_EPS = 1e-12
+
+
+# -- calibration ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Bins:
+    """Rows assigned to calibration bins: ``index[i]`` is row i's bin, ``edges`` the bin boundaries."""
+
+    index: np.ndarray
+    edges: np.ndarray
+
+    @property
+    def n_bins(self) -> int:
+        """Number of bins."""
+        return len(self.edges) - 1
+
+
+def assign_bins(score: np.ndarray, n_bins: int, strategy: BinStrategy) -> Bins:
+    """Put each score in [0, 1] into one of ``n_bins`` bins.
+
+    ``uniform``: equal-width bins ``(k/B, (k+1)/B]`` (a score of exactly 0 goes to the first bin), as in Guo et
+    al. 2017. ``quantile``: equal-mass bins, the rows sorted by score (stable sort) and cut into ``n_bins``
+    runs of sizes differing by at most one (``numpy.array_split``), so every bin holds about ``n / n_bins``
+    rows even when scores tie.
+    """
+    score = np.asarray(score, dtype=float)
+    n = len(score)
+    if strategy == "uniform":
+        idx = np.clip(np.ceil(score * n_bins).astype(int) - 1, 0, n_bins - 1)
+        return Bins(idx, np.linspace(0.0, 1.0, n_bins + 1))
+    if strategy != "quantile":
+        raise ValueError(f"strategy must be 'uniform' or 'quantile'; got {strategy!r}")
+    b = max(1, min(n_bins, n))
+    order = np.argsort(score, kind="stable")
+    idx = np.empty(n, dtype=int)
+    edges = [0.0]
+    for k, part in enumerate(np.array_split(order, b)):
+        idx[part] = k
+        edges.append(float(score[part].max()) if len(part) else edges[-1])
+    edges[-1] = 1.0
+    return Bins(idx, np.asarray(edges))
+
+
+def bin_table(score: np.ndarray, outcome: np.ndarray, bins: Bins, rows: np.ndarray | None = None) -> np.ndarray:
+    """Per bin: row count, mean score (confidence) and mean outcome (accuracy), as a ``(n_bins, 3)`` array.
+
+    ``rows`` restricts (or resamples, with repeats) the rows counted. Empty bins have count 0 and NaN means.
+    """
+    idx = bins.index if rows is None else bins.index[rows]
+    s = score if rows is None else score[rows]
+    o = outcome if rows is None else outcome[rows]
+    count = np.bincount(idx, minlength=bins.n_bins).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.bincount(idx, weights=s, minlength=bins.n_bins) / count
+        acc = np.bincount(idx, weights=o.astype(float), minlength=bins.n_bins) / count
+    return np.column_stack([count, conf, acc])
+
+
+def ece_from_table(table: np.ndarray) -> float:
+    """Expected calibration error: the count-weighted mean of ``|accuracy - confidence|`` over bins."""
+    count = table[:, 0]
+    filled = count > 0
+    if not filled.any():
+        return float("nan")
+    gap = np.abs(table[filled, 2] - table[filled, 1])
+    return float(np.sum(count[filled] * gap) / np.sum(count[filled]))
+
+
+def mce_from_table(table: np.ndarray) -> float:
+    """Maximum calibration error: the largest ``|accuracy - confidence|`` over non-empty bins."""
+    filled = table[:, 0] > 0
+    return float(np.max(np.abs(table[filled, 2] - table[filled, 1]))) if filled.any() else float("nan")
+
+
+def expected_calibration_error(score: np.ndarray, outcome: np.ndarray, *, n_bins: int = 15,
+                               strategy: BinStrategy = "uniform") -> float:
+    """ECE of scores against binary outcomes (1 = the event the score predicts happened)."""
+    score = np.asarray(score, dtype=float)
+    return ece_from_table(bin_table(score, np.asarray(outcome), assign_bins(score, n_bins, strategy)))
+
+
+def calibration_target(proba: np.ndarray, y_index: np.ndarray, positive_index: int | None) -> tuple[
+        np.ndarray, np.ndarray, str]:
+    """The score and outcome that calibration is measured on, and a phrase saying which.
+
+    Binary (``positive_index`` given): the positive class's probability against "the row is positive" (the
+    usual reliability diagram). Otherwise top-label: the highest probability (confidence) against "the
+    arg-max class is the true one" (Guo et al. 2017).
+    """
+    if positive_index is not None and proba.shape[1] == 2:
+        return proba[:, positive_index], (y_index == positive_index).astype(float), "positive-class"
+    return proba.max(axis=1), (proba.argmax(axis=1) == y_index).astype(float), "top-label"
+
+
+def classwise_ece(proba: np.ndarray, y_index: np.ndarray, *, n_bins: int = 15,
+                  strategy: BinStrategy = "uniform") -> float:
+    """Class-wise ECE (Nixon et al. 2019): the mean over classes of the one-vs-rest ECE of each column."""
+    return float(np.mean([expected_calibration_error(proba[:, k], y_index == k, n_bins=n_bins, strategy=strategy)
+                          for k in range(proba.shape[1])]))
+
+
+def brier_score(proba: np.ndarray, y_index: np.ndarray, positive_index: int | None = None) -> float:
+    """Brier score of class probabilities.
+
+    Binary (``positive_index`` given): ``mean((p_pos - y)^2)`` in [0, 1], as scikit-learn's
+    ``brier_score_loss``. Multiclass: ``mean(sum_k (p_k - onehot_k)^2)`` in [0, 2] (Brier's original form).
+    """
+    proba = np.asarray(proba, dtype=float)
+    if positive_index is not None and proba.shape[1] == 2:
+        return float(np.mean((proba[:, positive_index] - (y_index == positive_index)) ** 2))
+    onehot = np.zeros_like(proba)
+    onehot[np.arange(len(y_index)), y_index] = 1.0
+    return float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
+
+
+# -- uncertainty summaries ----------------------------------------------------------------------------
+def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Shannon entropy in nats of probability vectors along ``axis`` (``0 log 0 = 0``)."""
+    p = np.asarray(p, dtype=float)
+    return -np.sum(np.where(p > 0, p * np.log(np.maximum(p, _EPS)), 0.0), axis=axis)
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for ``positive`` rows (ties counted half); NaN with one class.
+
+    The Mann-Whitney form: the chance that a random positive row scores higher than a random negative one.
+    """
+    score = np.asarray(score, dtype=float)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Accuracy against coverage when the most uncertain rows are referred to a person.
+
+    ``coverage[k]`` and ``accuracy[k]`` are the share kept and the accuracy on it when the ``kept[k]`` least
+    uncertain rows are decided automatically; only cuts between distinct uncertainty values are listed, so
+    every point is reachable with a threshold ``threshold[k]`` ("decide automatically when uncertainty <=").
+    """
+
+    coverage: np.ndarray
+    accuracy: np.ndarray
+    kept: np.ndarray
+    threshold: np.ndarray
+
+    def at_target(self, target: float, min_kept: int = 1) -> int | None:
+        """Index of the largest coverage whose accuracy reaches ``target`` (None when none does)."""
+        ok = np.flatnonzero((self.accuracy >= target - 1e-12) & (self.kept >= min_kept))
+        return int(ok[-1]) if len(ok) else None
+
+    def area(self) -> float:
+        """Mean accuracy over the coverage levels (area under the accuracy-coverage curve, per row)."""
+        return float(np.mean(self.accuracy)) if len(self.accuracy) else float("nan")
+
+
+def coverage_curve(uncertainty: np.ndarray, correct: np.ndarray) -> Coverage:
+    """Accuracy on the kept rows for each cut of the rows sorted by uncertainty (least uncertain first)."""
+    u = np.asarray(uncertainty, dtype=float)
+    order = np.argsort(u, kind="stable")
+    us, cs = u[order], np.asarray(correct, dtype=float)[order]
+    n = len(u)
+    cum = np.cumsum(cs)
+    # a cut after position k-1 is reachable only where the next value differs (ties move together)
+    ends = np.flatnonzero(np.r_[us[1:] != us[:-1], True]) + 1
+    return Coverage(coverage=ends / n, accuracy=cum[ends - 1] / ends, kept=ends, threshold=us[ends - 1])
+
+
+# -- MC dropout ---------------------------------------------------------------------------------------
+DROPOUT_NAMES = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
+                           "FeatureAlphaDropout"})
+
+
+def is_dropout(module: Any) -> bool:
+    """Whether ``module`` is a dropout layer (also inside a TorchScript module, by its original class name)."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return True
+    return getattr(module, "original_name", None) in DROPOUT_NAMES
+
+
+def dropout_modules(model: Any) -> list[Any]:
+    """The dropout layers of a module, in ``modules()`` order."""
+    return [m for m in model.modules() if is_dropout(m)]
+
+
+@contextmanager
+def only_dropout_active(model: Any) -> Iterator[None]:
+    """Within the block, every module is in eval mode except the dropout layers.
+
+    On exit (also on error) each module's ``training`` flag is put back exactly as it was found.
+    """
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        for m in dropout_modules(model):
+            m.train(True)
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def activation_bytes_per_row(model: Any, x: torch.Tensor) -> int:
+    """Bytes of every module's output for one input row, measured with forward hooks on a probe batch.
+
+    An upper bound on what one row costs in a forward pass without gradients (intermediate outputs are freed
+    as the pass goes on), used to size the batches.
+    """
+    import torch
+
+    total = [0]
+
+    def hook(_m: Any, _inp: Any, out: Any) -> None:
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+
+    handles = []
+    for m in model.modules():
+        try:
+            handles.append(m.register_forward_hook(hook))
+        except (RuntimeError, AttributeError):  # TorchScript modules take no Python hooks
+            pass
+    probe = x[: min(len(x), 4)]
+    try:
+        with torch.no_grad():
+            model(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    per_row = total[0] // max(len(probe), 1)
+    return int(per_row + x[0].numel() * x.element_size())
+
+
+@dataclass(frozen=True)
+class MCResult:
+    """Per-sample summaries of ``passes`` stochastic forward passes (K classes, N samples).
+
+    Attributes
+    ----------
+    mean : (N, K) predictive mean of the softmax probabilities.
+    std : (N,) standard deviation over passes of the probability of the predicted (arg-max mean) class.
+    entropy : (N,) predictive entropy ``H[mean]`` in nats (total uncertainty).
+    expected_entropy : (N,) mean over passes of each pass's entropy (aleatoric part).
+    mutual_information : (N,) ``entropy - expected_entropy`` (epistemic part: disagreement between passes).
+    passes : number of passes; rows_per_call : rows sent in one forward call.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    entropy: np.ndarray
+    expected_entropy: np.ndarray
+    mutual_information: np.ndarray
+    passes: int
+    rows_per_call: int
+
+    def score(self, name: str) -> np.ndarray:
+        """An uncertainty score by name: ``entropy``, ``mutual_information``, ``std`` or ``one_minus_max``."""
+        if name == "one_minus_max":
+            return 1.0 - self.mean.max(axis=1)
+        return np.asarray(getattr(self, name))
+
+
+def mc_dropout_predict(model: Any, x: torch.Tensor, *, passes: int, seed: int,
+                       memory_budget_mb: float = 256.0, max_rows_per_call: int | None = None,
+                       to_proba: Callable[[Any], Any] | None = None) -> MCResult:
+    """Run ``passes`` stochastic forward passes with only the dropout layers active and summarise them.
+
+    Batched: a chunk of samples is repeated ``r`` times along the batch axis, so ``r`` passes go through one
+    forward call (each copy draws its own dropout mask). The rows per call are bounded by
+    ``memory_budget_mb`` divided by the measured activation bytes per row (and by ``max_rows_per_call``).
+    Statistics are accumulated online in float64, so memory is O(N K), not O(passes N K).
+
+    The torch random generator is forked and seeded with ``seed``: the caller's random state is untouched and
+    the same seed gives the same result. The model is left exactly as found (see ``only_dropout_active``).
+    ``to_proba`` turns the module's output into class probabilities (default: softmax over the last axis).
+    """
+    import torch
+
+    if passes < 2:
+        raise ValueError(f"passes must be at least 2 to measure spread; got {passes}")
+    n = len(x)
+    with only_dropout_active(model):
+        per_row = max(activation_bytes_per_row(model, x), 1)
+        budget_rows = max(1, int(memory_budget_mb * 2**20 // per_row))
+        if max_rows_per_call is not None:
+            budget_rows = max(1, min(budget_rows, max_rows_per_call))
+        chunk = max(1, min(n, budget_rows))
+        reps = max(1, min(passes, budget_rows // chunk))
+        sum_p: list[np.ndarray] = []
+        sum_p2: list[np.ndarray] = []
+        sum_h: list[np.ndarray] = []
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(int(seed))
+            for start in range(0, n, chunk):
+                xb = x[start:start + chunk]
+                b = len(xb)
+                acc_p: Any = 0.0
+                acc_p2: Any = 0.0
+                acc_h: Any = 0.0
+                done = 0
+                while done < passes:
+                    r = min(reps, passes - done)
+                    out = model(xb.repeat(r, *([1] * (xb.dim() - 1))))
+                    p = (to_proba(out) if to_proba else torch.softmax(out, dim=-1)).double().reshape(r, b, -1)
+                    acc_p = acc_p + p.sum(0)
+                    acc_p2 = acc_p2 + (p * p).sum(0)
+                    acc_h = acc_h - torch.where(p > 0, p * torch.log(p.clamp_min(_EPS)), 0.0).sum((0, 2))
+                    done += r
+                sum_p.append(acc_p.numpy())
+                sum_p2.append(acc_p2.numpy())
+                sum_h.append(acc_h.numpy())
+    mean = np.concatenate(sum_p) / passes
+    var = np.maximum(np.concatenate(sum_p2) / passes - mean**2, 0.0) * passes / (passes - 1)
+    top = mean.argmax(axis=1)
+    std = np.sqrt(var[np.arange(n), top])
+    h = entropy(mean)
+    eh = np.concatenate(sum_h) / passes
+    mi = np.maximum(h - eh, 0.0)
+    return MCResult(mean=mean, std=std, entropy=h, expected_entropy=eh, mutual_information=mi, passes=passes,
+                    rows_per_call=chunk * reps)
