@@ -9,7 +9,6 @@ referral rate per group. The arithmetic lives in ``checks/_uncertainty.py``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -18,11 +17,11 @@ from pydantic import Field
 
 from audit.context import AuditContext
 from audit.judge import judge_metric
-from audit.plotting import PALETTE, figure, to_svg
 from audit.registry import Check, CheckConfig, Requires, register
-from audit.results import CheckResult, Figure, Finding, Metric, Table, Threshold
+from audit.results import CheckResult, Figure, Finding, Metric
 from audit.stats import bootstrap_ci
 from checks import _uncertainty as U
+from checks import _uncertainty_figures as F
 
 # ============================================================================================================
 # calibration
@@ -118,8 +117,8 @@ class Calibration(Check[CalibrationConfig]):
             notes.append(f"Intervals: {config.confidence:.0%} percentile bootstrap over {config.n_boot} resamples "
                          "with the bins held fixed. ECE is biased upward on few rows: read small-sample values "
                          "as an upper estimate.")
-        figures = [_reliability_figure(table, kind, ctx.positive_label)]
-        tables = [_bin_table(table, uniform.edges)]
+        figures = [F.reliability_figure(table, kind, ctx.positive_label)]
+        tables = [F.bin_table(table, uniform.edges)]
         findings: list[Finding] = []
         if config.per_group and ctx.sensitive_features:
             g_metrics, g_findings, g_fig, g_notes = _calibration_by_group(
@@ -198,7 +197,7 @@ def _calibration_by_group(ctx: AuditContext, split: str, proba: np.ndarray, y_id
                         + f"; predicted minus observed {gap:+.3f}",
                         metric="max_group_ece",
                         evidence=[{"group": group, "n": len(rows), "ece": ece, "ci": [lo, hi], "gap": gap}]))
-        figures.append(_group_reliability_figure(feature, curves))
+        figures.append(F.group_reliability_figure(feature, curves))
     notes = [f"Per group: ECE with equal-mass bins of about {config.rows_per_bin} rows (2 to {config.n_bins} bins); "
              f"groups under {config.min_group_size} rows are reported but not judged."]
     if small:
@@ -210,54 +209,307 @@ def _calibration_by_group(ctx: AuditContext, split: str, proba: np.ndarray, y_id
     return metrics, findings, figures, notes
 
 
-def _bin_table(table: np.ndarray, edges: np.ndarray) -> Table:
-    rows = [[f"({edges[k]:.2f}, {edges[k + 1]:.2f}]", int(c), None if c == 0 else round(float(conf), 4),
-             None if c == 0 else round(float(acc), 4), None if c == 0 else round(float(acc - conf), 4)]
-            for k, (c, conf, acc) in enumerate(table)]
-    return Table("reliability_bins", "Reliability bins (equal width)",
-                 ["bin", "rows", "mean predicted", "observed", "observed - predicted"], rows)
+
+# ============================================================================================================
+# MC dropout
+# ============================================================================================================
+Score = Literal["entropy", "mutual_information", "std", "one_minus_max"]
+MC_METRICS = {
+    "accuracy": "Accuracy of the model's deterministic predictions on the rows measured.",
+    "mc_accuracy": "Accuracy of the arg-max of the MC-dropout predictive mean.",
+    "mean_entropy": "Mean predictive entropy H[mean of the passes] in nats (total uncertainty).",
+    "mean_mutual_information": "Mean mutual information between prediction and weights in nats (epistemic part).",
+    "mean_std": "Mean standard deviation over passes of the predicted class's probability.",
+    "error_detection_auroc": "AUROC of the uncertainty score for telling wrong predictions from right ones "
+                             "(0.5 = no better than chance).",
+    "accuracy_coverage_area": "Mean accuracy over all coverage levels when the most uncertain are referred.",
+    "referral_rate": "Share of cases referred to a person (the most uncertain) so that the accuracy on the rest "
+                     "reaches target_accuracy (1.0: no threshold reaches it).",
+    "accuracy_after_referral": "Accuracy on the cases decided automatically at that referral rate.",
+    "referral_threshold": "Uncertainty above which a case is referred (decide automatically when <= this).",
+    "ood_auroc": "The smallest AUROC, over the out-of-distribution probes run, of the uncertainty for telling "
+                 "probe inputs from test inputs (> 0.5: the probes look more uncertain).",
+    "ood_auroc_noise": "OOD probe 'noise': random inputs with the test data's per-feature (per-channel) mean and std.",
+    "ood_auroc_shift": "OOD probe 'shift': test inputs moved by shift_scale standard deviations.",
+    "ood_auroc_data": "OOD probe 'data': the out-of-distribution data set given as the ood option.",
+    "referral_rate_ratio": "Lowest group referral rate divided by the highest, over the groups of each sensitive "
+                           "feature (worst feature; 1.0 when nobody is referred).",
+    "count": "Rows in the group.",
+    "mean_uncertainty": "Mean uncertainty score in the group.",
+}
 
 
-def _reliability_figure(table: np.ndarray, kind: str, positive: Any) -> Figure:
-    filled = table[:, 0] > 0
-    k = len(table)
-    centers = (np.arange(k) + 0.5) / k
-    with figure(width=4.6, height=4.6, nrows=2, sharex=True, gridspec_kw={"height_ratios": [3, 1]}) as (fig, ax):
-        top, bottom = ax
-        top.plot([0, 1], [0, 1], color=PALETTE[5], lw=1, ls="--", label="perfect calibration")
-        top.bar(centers[filled], table[filled, 2] - table[filled, 1], bottom=table[filled, 1], width=1 / k,
-                color=PALETTE[3], alpha=0.25, label="gap")
-        top.plot(table[filled, 1], table[filled, 2], "o-", color=PALETTE[0], lw=1.6, ms=4, label="model")
-        top.set_ylabel("observed share" if kind == "positive-class" else "accuracy")
-        top.set_xlim(0, 1)
-        top.set_ylim(0, 1.02)
-        top.legend(loc="upper left", frameon=False)
-        bottom.bar(centers, table[:, 0], width=1 / k, color=PALETTE[0], alpha=0.6)
-        bottom.set_ylabel("rows")
-        bottom.set_xlabel(f"predicted P({positive!r})" if kind == "positive-class" else "confidence (top label)")
-        data = to_svg(fig)
-    return Figure("reliability_diagram", "Reliability diagram", data,
-                  caption="Observed share against mean predicted probability per equal-width bin; on the "
-                          "diagonal the probabilities mean what they say. Below: rows per bin.",
-                  alt="Reliability diagram: model curve against the diagonal, with a histogram of rows per bin.")
+class MCDropoutConfig(CheckConfig):
+    """Options of the ``mc_dropout`` check."""
+
+    split: Literal["test", "train"] | None = Field(
+        None, description="Data to measure on. Default: test when given, else train.")
+    passes: int = Field(50, ge=2, le=2000, description="Stochastic forward passes per sample (Gal and "
+                        "Ghahramani used 10 to 100).")
+    score: Score = Field("entropy", description="Uncertainty score used to rank and refer cases: predictive "
+                         "entropy, mutual_information (epistemic), std of the predicted class's probability, "
+                         "or one_minus_max (1 - highest mean probability).")
+    target_accuracy: float = Field(0.95, gt=0, le=1, description="Accuracy the automatically decided cases must "
+                                   "reach; the check reports the referral rate and threshold that reach it.")
+    max_samples: int | None = Field(5000, ge=10, description="Measure on a seeded random subset of at most this "
+                                    "many rows (null: all).")
+    memory_budget_mb: float = Field(256, gt=0, description="Bound on the activation memory of one batched "
+                                    "forward call (rows per call = budget / measured bytes per row).")
+    ood: str | None = Field(None, description="Out-of-distribution data (relative to the policy): csv/parquet "
+                            "with the model's feature columns, or for images an npz file (`x`, optional `y`) "
+                            "preprocessed like the test data.")
+    ood_probes: list[Literal["noise", "shift"]] = Field(
+        default_factory=lambda: ["noise", "shift"], description="Generated out-of-distribution probes.")
+    shift_scale: float = Field(3.0, gt=0, description="The 'shift' probe adds this many standard deviations of "
+                               "each feature (channel) to the test inputs.")
+    n_ood: int = Field(500, ge=10, description="Rows of each generated probe.")
+    n_boot: int = Field(200, ge=0, le=10000, description="Bootstrap resamples for the intervals (0 = off).")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of the intervals.")
+    per_group: bool = Field(True, description="Report uncertainty and referral rate per sensitive group.")
+    min_group_size: int = Field(30, ge=1, description="Groups smaller than this are reported but not judged.")
+    top_k: int = Field(12, ge=0, le=64, description="Most uncertain samples shown (gallery or table).")
 
 
-def _group_reliability_figure(feature: str, curves: list[tuple[str, np.ndarray, int]]) -> Figure:
-    with figure(width=4.6, height=3.8) as (fig, ax):
-        ax.plot([0, 1], [0, 1], color=PALETTE[5], lw=1, ls="--")
-        for i, (value, tab, n) in enumerate(curves[:len(PALETTE) - 1]):
-            f = tab[:, 0] > 0
-            ax.plot(tab[f, 1], tab[f, 2], "o-", color=PALETTE[i], lw=1.4, ms=3, label=f"{value} (n={n})")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("mean predicted probability")
-        ax.set_ylabel("observed share")
-        ax.legend(title=feature, loc="upper left", frameon=False)
-        data = to_svg(fig)
-    return Figure(f"reliability_by_{_slug(feature)}", f"Reliability by {feature}", data,
-                  caption=f"Reliability curve of each {feature} group (equal-mass bins).",
-                  alt=f"One reliability curve per {feature} group against the diagonal.")
+@register
+class MCDropout(Check[MCDropoutConfig]):
+    """MC-dropout uncertainty (Gal and Ghahramani, 2016): when to refer a case to a person."""
+
+    id: ClassVar[str] = "mc_dropout"
+    title: ClassVar[str] = "MC-dropout uncertainty and referral"
+    description: ClassVar[str] = (
+        "Stochastic forward passes with only the dropout layers active give each case a predictive mean, "
+        "entropy and mutual information; the check measures how well uncertainty finds errors, the referral "
+        "rate to a person that reaches a target accuracy, whether out-of-distribution inputs look more "
+        "uncertain, and whether one group is referred far more often.")
+    config_model = MCDropoutConfig
+    applies_to: ClassVar[Requires] = Requires(needs=frozenset({"torch", "dropout"}))
+    obligations: ClassVar[tuple[str, ...]] = ("eu_ai_act.art14", "eu_ai_act.art15.1", "eu_ai_act.art15.4")
+    metric_names: ClassVar[dict[str, str]] = MC_METRICS
+    default_thresholds: ClassVar[dict[str, dict[str, float]]] = {
+        "error_detection_auroc": {"min": 0.6, "warn_margin": 0.05},
+        "ood_auroc": {"min": 0.6, "warn_margin": 0.05},
+        "referral_rate_ratio": {"min": 0.8},
+    }
+
+    def run(self, ctx: AuditContext, config: MCDropoutConfig) -> CheckResult:
+        """Sample, summarise, rank, refer, probe, break down by group, draw."""
+        split = config.split or ctx.eval_split
+        if split not in ctx.splits:
+            raise ValueError(f"split {split!r} is not in the policy's data (have: {ctx.splits})")
+        module = ctx.model.native
+        X_all, y_all = ctx.X(split), ctx.y(split)
+        rows = np.arange(len(y_all))
+        if config.max_samples is not None and len(rows) > config.max_samples:
+            rows = np.sort(ctx.rng("mc_dropout.subsample").choice(len(rows), config.max_samples, replace=False))
+        X = X_all.iloc[rows] if isinstance(X_all, pd.DataFrame) else X_all[rows]
+        y_idx = _label_index(y_all[rows], ctx.labels)
+        x = ctx.model.to_tensor(X)
+        to_proba = getattr(getattr(ctx.model, "torch_model", None), "probabilities", None)
+        seeds = ctx.rng("mc_dropout.passes").integers(0, 2**31 - 1, size=8)
+        run_mc = _MCRunner(module, config, to_proba)
+        mc = run_mc(x, int(seeds[0]))
+        pred = ctx.proba(split)[rows].argmax(axis=1)
+        correct = pred == y_idx
+        u = mc.score(config.score)
+        n = len(rows)
+        rng = ctx.rng("mc_dropout.bootstrap")
+
+        def ci(fn: Any) -> tuple[float | None, float | None]:
+            return bootstrap_ci(fn, n, n_boot=config.n_boot, confidence=config.confidence, rng=rng)
+
+        curve = U.coverage_curve(u, correct)
+        k = curve.at_target(config.target_accuracy)
+        referral = 1.0 if k is None else 1.0 - float(curve.coverage[k])
+        threshold = None if k is None else float(curve.threshold[k])
+
+        def referral_at(i: np.ndarray) -> float:
+            c = U.coverage_curve(u[i], correct[i])
+            j = c.at_target(config.target_accuracy)
+            return 1.0 if j is None else 1.0 - float(c.coverage[j])
+
+        d = MC_METRICS
+        metrics = [
+            _metric("accuracy", float(correct.mean()), descriptions=d),
+            _metric("mc_accuracy", float((mc.mean.argmax(axis=1) == y_idx).mean()), descriptions=d),
+            _metric("mean_entropy", float(mc.entropy.mean()), descriptions=d),
+            _metric("mean_mutual_information", float(mc.mutual_information.mean()), descriptions=d),
+            _metric("mean_std", float(mc.std.mean()), descriptions=d),
+            _metric("error_detection_auroc", U.auroc(u, ~correct), ci(lambda i: U.auroc(u[i], ~correct[i])), d),
+            _metric("accuracy_coverage_area", curve.area(), descriptions=d),
+            _metric("referral_rate", referral, ci(referral_at), d),
+            _metric("accuracy_after_referral", float("nan") if k is None else float(curve.accuracy[k]),
+                    descriptions=d),
+            _metric("referral_threshold", float("nan") if threshold is None else threshold, descriptions=d),
+        ]
+        findings: list[Finding] = []
+        notes = [
+            f"{config.passes} stochastic forward passes on {n} rows of the {split} split"
+            + (f" (a seeded random subset of {len(y_all)})" if n < len(y_all) else "")
+            + f"; only the {len(U.dropout_modules(module))} dropout layer(s) in train mode, every other layer "
+            f"(batch norm included) in eval mode, the module's modes restored afterwards. Batched: "
+            f"{mc.rows_per_call} rows per forward call (memory budget {config.memory_budget_mb:g} MB).",
+            f"Right and wrong are the model's deterministic predictions; cases are ranked by {config.score}. "
+            "The referral threshold is chosen on these same rows, so its accuracy is optimistic for new data.",
+        ]
+        if k is None:
+            findings.append(Finding("warn", f"No referral threshold reaches the target accuracy "
+                                    f"{config.target_accuracy:.3f}: even the least uncertain cases are not that "
+                                    "accurate; every case would go to a person.", metric="referral_rate"))
+        tables = [F.referral_table(curve, config.target_accuracy)]
+        probes, probe_notes = _ood_probes(ctx, config, x, run_mc, int(seeds[1]), int(seeds[2]))
+        notes += probe_notes
+        for name, probe in probes.items():
+            pu = probe.score(config.score)
+            auc = U.auroc(np.r_[u, pu], np.r_[np.zeros(n, bool), np.ones(len(pu), bool)])
+            metrics.append(_metric(f"ood_auroc_{name}", auc, descriptions=d))
+        if probes:
+            metrics.append(_metric("ood_auroc", min(m.value for m in metrics if m.name.startswith("ood_auroc_")
+                                                    and m.value is not None), descriptions=d))
+        tables.append(F.summary_table(mc, correct, probes))
+        figures = [F.histogram_figure(u, correct, {k: p.score(config.score) for k, p in probes.items()},
+                                     config.score, threshold),
+                   F.coverage_figure(curve, config.target_accuracy, k)]
+        if config.top_k:
+            order = np.argsort(-u, kind="stable")[:config.top_k]
+            if getattr(ctx, "data_kind", "tabular") == "image":
+                figures.append(F.gallery_figure(X, order, ctx.labels, y_idx, pred, u, config.score))
+            else:
+                tables.append(F.uncertain_rows_table(X, order, ctx.labels, y_idx, pred, mc, config.score))
+        if config.per_group and ctx.sensitive_features and len(ctx.sensitive(split).columns):
+            sens = ctx.sensitive(split).iloc[rows].reset_index(drop=True)
+            g_metrics, g_findings = _referral_by_group(ctx, sens, u, correct, threshold, config, rng)
+            metrics += g_metrics
+            findings += g_findings
+        summary = (f"error-detection AUROC {metrics[5].value:.3f}; refer {referral:.0%} to reach accuracy "
+                   f"{config.target_accuracy:.2f}" if metrics[5].value is not None else f"refer {referral:.0%}")
+        return CheckResult(check_id=self.id, summary=summary + f" (n={n}, {config.passes} passes)",
+                           metrics=metrics, findings=findings, figures=figures, tables=tables, notes=notes)
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in str(text)).strip("_").lower() or "x"
+class _MCRunner:
+    """MC-dropout passes on a tensor with the check's options."""
+
+    def __init__(self, module: Any, config: MCDropoutConfig, to_proba: Any):
+        self.module, self.config, self.to_proba = module, config, to_proba
+
+    def __call__(self, x: Any, seed: int) -> U.MCResult:
+        return U.mc_dropout_predict(self.module, x, passes=self.config.passes, seed=seed,
+                                    memory_budget_mb=self.config.memory_budget_mb, to_proba=self.to_proba)
+
+
+def _ood_probes(ctx: AuditContext, config: MCDropoutConfig, x: Any, run_mc: _MCRunner, seed_gen: int,
+                seed_mc: int) -> tuple[dict[str, U.MCResult], list[str]]:
+    """Run the generated probes and the given OOD data through the same MC passes."""
+    import torch
+
+    probes: dict[str, U.MCResult] = {}
+    notes: list[str] = []
+    rng = np.random.default_rng(seed_gen)
+    xs = x.numpy()
+    axes = (0, 2, 3) if xs.ndim == 4 else (0,)
+    shape = [1] * xs.ndim
+    shape[1] = xs.shape[1]
+    mean = xs.mean(axis=axes).reshape(shape)
+    std = np.maximum(xs.std(axis=axes).reshape(shape), 1e-6)
+    m = min(config.n_ood, len(xs)) if "shift" in config.ood_probes else config.n_ood
+    for i, probe in enumerate(config.ood_probes):
+        if probe == "noise":
+            gen = mean + std * rng.standard_normal((config.n_ood, *xs.shape[1:]))
+            what = (f"'noise': {config.n_ood} inputs drawn independently per "
+                    f"{'pixel' if xs.ndim == 4 else 'feature'} from a normal with the test data's per-"
+                    f"{'channel' if xs.ndim == 4 else 'feature'} mean and std")
+        else:
+            sub = xs[rng.choice(len(xs), m, replace=False)]
+            gen = sub + config.shift_scale * std
+            what = f"'shift': {m} test inputs moved by +{config.shift_scale:g} per-feature (per-channel) std"
+        probes[probe] = run_mc(torch.from_numpy(gen.astype(np.float32)), seed_mc + i + 1)
+        notes.append(f"OOD probe {what}.")
+    if config.ood:
+        data = _load_ood(ctx, config.ood)
+        probes["data"] = run_mc(data, seed_mc)
+        notes.append(f"OOD probe 'data': {len(data)} rows from {config.ood}.")
+    return probes, notes
+
+
+def _load_ood(ctx: AuditContext, relative: str) -> Any:
+    """The ``ood`` file as the model's input tensor."""
+    path = ctx.loaded_policy.resolve(relative)
+    if not path.is_file():
+        raise FileNotFoundError(f"checks.mc_dropout.ood: file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".parquet", ".pq"):
+        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+        missing = [c for c in ctx.features if c not in frame.columns]
+        if missing:
+            raise ValueError(f"checks.mc_dropout.ood: {path.name} lacks the model's feature columns {missing}")
+        return ctx.model.to_tensor(frame[ctx.features])
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z.files:
+                raise ValueError(f"checks.mc_dropout.ood: {path.name} has no array `x` (has {z.files})")
+            arr = np.asarray(z["x"], dtype=np.float32)
+        ref = ctx.X(ctx.eval_split)
+        if arr.ndim == 3:
+            arr = arr[:, None]
+        if arr.shape[1:] != tuple(np.shape(ref)[1:]):
+            raise ValueError(f"checks.mc_dropout.ood: `x` in {path.name} has shape {arr.shape}; the model's inputs "
+                             f"are (N, {', '.join(map(str, np.shape(ref)[1:]))}), preprocessed like the test data")
+        return ctx.model.to_tensor(arr)
+    raise ValueError(f"checks.mc_dropout.ood: {path.name}: expected a .csv, .parquet or .npz file")
+
+
+def _referral_by_group(ctx: AuditContext, sens: pd.DataFrame, u: np.ndarray, correct: np.ndarray,
+                       threshold: float | None, config: MCDropoutConfig,
+                       rng: np.random.Generator) -> tuple[list[Metric], list[Finding]]:
+    """Mean uncertainty, referral rate and accuracy per group; the lowest-to-highest referral ratio."""
+    referred = np.ones(len(u), bool) if threshold is None else u > threshold
+    bound = config.thresholds.get("referral_rate_ratio")
+    metrics: list[Metric] = []
+    findings: list[Finding] = []
+    worst: Metric | None = None
+    for feature in ctx.sensitive_features:
+        col = sens[feature].astype(str).to_numpy()
+        values = sorted(np.unique(col))
+        big = []
+        for value in values:
+            idx = np.flatnonzero(col == value)
+            group = f"{feature}={value}"
+            metrics += [Metric("count", float(len(idx)), group=group),
+                        Metric("mean_uncertainty", float(u[idx].mean()), group=group),
+                        Metric("referral_rate", float(referred[idx].mean()), group=group),
+                        Metric("accuracy", float(correct[idx].mean()), group=group)]
+            if len(idx) >= config.min_group_size:
+                big.append(value)
+        if len(big) < 2:
+            continue
+        codes = np.searchsorted(np.asarray(big), col)
+        keep = np.isin(col, big)
+
+        def ratio(i: np.ndarray, codes: np.ndarray = codes, keep: np.ndarray = keep, k: int = len(big)) -> float:
+            i = i[keep[i]]
+            cnt = np.bincount(codes[i], minlength=k)
+            if (cnt == 0).any():
+                return float("nan")
+            rates = np.bincount(codes[i], weights=referred[i], minlength=k) / cnt
+            return 1.0 if rates.max() == 0 else float(rates.min() / rates.max())
+
+        value = ratio(np.arange(len(u)))
+        lo, hi = bootstrap_ci(ratio, len(u), n_boot=config.n_boot, confidence=config.confidence, rng=rng)
+        m = Metric("referral_rate_ratio", value, ci_low=lo, ci_high=hi,
+                   description=MC_METRICS["referral_rate_ratio"] + f" Here: {feature}.")
+        if worst is None or value < (worst.value or 0):
+            worst = m
+        rates = {v: float(referred[col == v].mean()) for v in big}
+        hi_g, lo_g = max(rates, key=rates.__getitem__), min(rates, key=rates.__getitem__)
+        judged = judge_metric(m, bound) if bound is not None else None
+        if judged is not None and judged.status is not None and judged.status.value in ("warn", "fail"):
+            findings.append(Finding(
+                "fail" if judged.status.value == "fail" else "warn",
+                f"{feature}={hi_g} is referred to a person in {rates[hi_g]:.1%} of cases, {feature}={lo_g} in "
+                f"{rates[lo_g]:.1%}: ratio {value:.2f}; referral_rate_ratio must be {bound.describe()}"
+                + (f" ({judged.note})" if judged.note else ""), metric="referral_rate_ratio",
+                evidence=[{"group": f"{feature}={v}", "referral_rate": r, "n": int((col == v).sum())}
+                          for v, r in rates.items()]))
+    if worst is not None:
+        metrics.append(worst)
+    return metrics, findings
