@@ -2,6 +2,9 @@
 
 Predictions and probabilities are computed once per split and shared, so that checks never recompute each
 other's work; anything else expensive goes through ``cached(key, fn)``.
+
+Data are tabular (``X(split)`` a DataFrame) or images (``X(split)`` a float32 ``(N, C, H, W)`` array,
+preprocessed once for every check); ``data_kind`` says which.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class AuditContext:
         self.labels = list(artifacts.labels)
         self.positive_label = artifacts.positive_label
         self.sensitive_features = list(artifacts.sensitive_features)
+        self.data_kind = artifacts.data_kind
+        self.preprocessing = artifacts.preprocessing
         self._cache: dict[Any, Any] = {}
 
     # -- data -------------------------------------------------------------------------------------------
@@ -59,9 +64,29 @@ class AuditContext:
         """The whole table of a split, as read."""
         return self.artifacts.frames[split]
 
-    def X(self, split: str) -> pd.DataFrame:  # noqa: N802 - the usual name for a design matrix
-        """Model inputs of a split, columns in the model's order."""
+    def X(self, split: str) -> Any:  # noqa: N802 - the usual name for a design matrix
+        """Model inputs of a split: a DataFrame, columns in the model's order; images: float32 ``(N, C, H, W)``."""
+        if self.data_kind == "image":
+            return self.artifacts.images[split]
         return self.cached(("X", split), lambda: self.frame(split)[self.features])
+
+    def images_for_display(self, split: str, index: Any = slice(None)) -> np.ndarray:
+        """Images of a split as displayable ``(n, H, W, C)`` values in [0, 1] (mean and std undone)."""
+        from audit.artifacts.images import for_display
+
+        if self.preprocessing is None:
+            raise TypeError("the data are not images")
+        return for_display(self.artifacts.images[split][index], self.preprocessing)
+
+    def region_mask(self, split: str, kind: str = "regions") -> np.ndarray | None:
+        """Boolean ``(N, H, W)`` union of ``data.regions`` (or ``forbidden_regions``) for each image, or None."""
+        if kind not in ("regions", "forbidden_regions"):
+            raise ValueError(f"kind must be 'regions' or 'forbidden_regions'; got {kind!r}")
+        return self.artifacts.regions.get(split, {}).get(kind)
+
+    def region_names(self, kind: str = "regions") -> list[str]:
+        """Names of the policy's ``data.regions`` (or ``forbidden_regions``), for the report."""
+        return list(self.artifacts.region_names.get(kind, []))
 
     def y(self, split: str) -> np.ndarray:
         """True labels of a split."""
@@ -100,7 +125,14 @@ class AuditContext:
     # -- capabilities, randomness, cache ------------------------------------------------------------
     def capabilities(self) -> set[str]:
         """What this audit offers, matched against each check's ``applies_to.needs``."""
-        caps = {"tabular"}
+        caps = {self.data_kind}
+        torch_model = getattr(self.model, "torch_model", None)
+        if torch_model is not None:
+            caps.update({"torch", "gradients"})
+            if not torch_model.scripted:
+                caps.add("layer_hooks")
+            if torch_model.has_dropout:
+                caps.add("dropout")
         if self.model.has_proba:
             caps.add("probabilities")
         if self.sensitive_features:

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from audit.errors import Issue, PolicyError
 from audit.registry import CheckConfig, Registry, default_registry
 from audit.yamlpos import Located, load_located
 
 RiskCategory = Literal["prohibited", "high", "limited", "minimal"]
-ModelFormat = Literal["xgboost", "skops", "onnx", "pickle", "joblib"]
+ModelFormat = Literal["xgboost", "skops", "onnx", "pickle", "joblib", "torch", "torchscript"]
 Task = Literal["binary_classification", "multiclass_classification"]
 ReportFormat = Literal["html", "pdf", "json", "junit"]
 REPORT_FORMATS: tuple[ReportFormat, ...] = typing.get_args(ReportFormat)
@@ -64,7 +64,8 @@ class ModelSpec(_Strict):
     )
     format: ModelFormat | None = Field(
         None, description="xgboost (.ubj/.json), skops (.skops), onnx (.onnx), pickle/joblib (only with "
-        "trust: true). Default: from the file extension."
+        "trust: true), torch (a state dict .pt/.pth/.safetensors, with `architecture`), torchscript. Default: "
+        "from the file extension."
     )
     task: Task = Field("binary_classification", description="What the model predicts.")
     trust: bool = Field(
@@ -79,15 +80,113 @@ class ModelSpec(_Strict):
         None, description="Labels in the order of the model's probability columns. Default: the model's own "
         "classes_, else the sorted labels of the training target."
     )
+    architecture: str | None = Field(
+        None, description="torch: the nn.Module class of the state dict, 'package.module:ClassName', importable "
+        "from the policy's folder or the environment."
+    )
+    init_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="torch: keyword arguments for the architecture's constructor."
+    )
+    output: Literal["logits", "probabilities", "log_probabilities"] = Field(
+        "logits", description="torch/torchscript: what the module's forward returns (softmax is applied to "
+        "logits; one output column is the logit of the second class)."
+    )
+
+    @field_validator("architecture")
+    @classmethod
+    def _architecture_form(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        module, sep, name = value.partition(":")
+        if not sep or not name.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+            raise ValueError("must be 'package.module:ClassName' (a module importable from the policy's folder "
+                             "or the environment, a colon, the class name)")
+        return value
+
+
+class Preprocess(_Strict):
+    """How images become model inputs; the same steps for every split and every check."""
+
+    size: int | tuple[int, int] | None = Field(
+        None, description="Input size: one number for square images or [height, width]. Default: the size of "
+        "the images (which must then all be the same)."
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="1 (grey) or 3 (RGB). Default: from the images."
+    )
+    mean: float | list[float] = Field(
+        0.0, description="Subtracted per channel after 8-bit values are scaled to [0, 1] (one value or one per "
+        "channel)."
+    )
+    std: float | list[float] = Field(1.0, description="Divided per channel after the mean is subtracted.")
+    layout: Literal["auto", "nchw", "nhwc"] = Field(
+        "auto", description="npz: axis order of 4-d `x` arrays. auto: channels-first when axis 1 has 1, 3 or 4 "
+        "entries and the last axis does not."
+    )
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, value: Any) -> Any:
+        sizes = [value] if isinstance(value, int) else list(value or [])
+        if any(v < 1 for v in sizes):
+            raise ValueError("sizes must be positive")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero(cls, value: Any) -> Any:
+        if any(v <= 0 for v in ([value] if isinstance(value, int | float) else value)):
+            raise ValueError("std must be positive")
+        return value
+
+
+class Region(_Strict):
+    """An image region: a box in pixels of the preprocessed input, or per-image masks from a file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    box: tuple[int, int, int, int] | None = Field(
+        None, description="[x0, y0, x1, y1] in pixels of the preprocessed input (x to the right, y down; the "
+        "end is exclusive)."
+    )
+    mask: str | None = Field(
+        None, description="npz file (relative to the policy) with boolean masks at the preprocessed size: an "
+        "array per split (`train`, `test`) of shape (N, H, W), or one (H, W) array `mask` for every image."
+    )
+    class_: int | str | None = Field(
+        None, alias="class", description="Apply to images of this true class only. Default: every image."
+    )
+    name: str | None = Field(None, description="A name for the report (e.g. 'watermark corner').")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Region:
+        if (self.box is None) == (self.mask is None):
+            raise ValueError("a region is either {box: [x0, y0, x1, y1]} or {mask: file.npz}")
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if min(self.box) < 0 or x1 <= x0 or y1 <= y0:
+                raise ValueError(f"box {list(self.box)} must have 0 <= x0 < x1 and 0 <= y0 < y1")
+        return self
+
+    def label(self, i: int) -> str:
+        """Name shown in the report."""
+        if self.name:
+            return self.name
+        what = f"box {list(self.box)}" if self.box is not None else f"mask {self.mask}"
+        return what + (f" (class {self.class_})" if self.class_ is not None else "")
 
 
 class DataSpec(_Strict):
     """The data the model is audited on."""
 
-    train: str | None = Field(None, description="Training data file (csv or parquet), relative to the policy.")
-    test: str | None = Field(None, description="Held-out test data file (csv or parquet), relative to the policy.")
-    format: Literal["csv", "parquet"] | None = Field(None, description="Default: from the file extension.")
-    target: str = Field(..., min_length=1, description="Name of the label column.")
+    train: str | None = Field(None, description="Training data file (csv or parquet), relative to the policy; "
+                              "images: a folder with one sub-folder per class, or an npz file (x, y).")
+    test: str | None = Field(None, description="Held-out test data file (csv or parquet), relative to the policy; "
+                             "images: a folder with one sub-folder per class, or an npz file (x, y).")
+    format: Literal["csv", "parquet", "image_folder", "npz"] | None = Field(
+        None, description="Default: from the file extension (a folder is an image_folder)."
+    )
+    target: str | None = Field(None, min_length=1, description="Name of the label column.")
     positive_label: int | str | float | bool | None = Field(
         None, description="Label of the positive class for binary tasks. Default: 1, 'yes' or True when "
         "present, else the larger label."
@@ -98,6 +197,24 @@ class DataSpec(_Strict):
     features: list[str] | None = Field(
         None, description="Model input columns. Default: every column but the target and sensitive ones."
     )
+    preprocess: Preprocess | None = Field(
+        None, description="Images: size, channels, mean and std, applied the same way for every check."
+    )
+    regions: list[Region] = Field(
+        default_factory=list, description="Images: where the evidence for the class should be."
+    )
+    forbidden_regions: list[Region] = Field(
+        default_factory=list, description="Images: where the evidence must not be (a border, a watermark, a "
+        "caption strip)."
+    )
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the data are images (by format, or by paths that are folders or npz files)."""
+        if self.format is not None:
+            return self.format in ("image_folder", "npz")
+        paths = [p for p in (self.train, self.test) if p]
+        return bool(paths) and all(Path(p).suffix.lower() in ("", ".npz") for p in paths)
 
 
 class ReportSpec(_Strict):
@@ -218,6 +335,12 @@ def load_policy(
     if policy is None:
         raise PolicyError(issues)
 
+    if policy.data.target is None and not policy.data.is_image:
+        issues.append(Issue(located.where("data"), "data.target",
+                            f"missing required key 'target' ({DataSpec.model_fields['target'].description})"))
+    if policy.data.is_image and (policy.data.features is not None):
+        issues.append(Issue(located.where("data", "features"), "data.features",
+                            "image data has no feature columns; remove `data.features`"))
     if policy.data.target in policy.data.sensitive_features:
         issues.append(Issue(located.where("data", "sensitive_features"), "data.sensitive_features",
                             f"the target {policy.data.target!r} cannot also be a sensitive feature"))

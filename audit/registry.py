@@ -72,7 +72,9 @@ class Requires:
     """What a check needs from the audit; the runner skips it, naming what is missing, when absent.
 
     ``needs`` uses the capability names of ``AuditContext.capabilities()``: ``tabular``, ``image``,
-    ``probabilities``, ``sensitive_features``, ``train_data``, ``test_data``, ``gradients``, ``dropout``.
+    ``probabilities``, ``sensitive_features``, ``train_data``, ``test_data``, ``torch`` (a PyTorch module whose
+    gradients can be taken; ``gradients`` is a synonym), ``layer_hooks`` (an eager module whose layers can be
+    hooked, as Grad-CAM needs; not TorchScript), ``dropout`` (the module has dropout layers).
     """
 
     tasks: frozenset[str] = frozenset({"binary_classification", "multiclass_classification"})
@@ -96,6 +98,9 @@ _NEED_TEXT = {
     "tabular": "the data is not tabular",
     "image": "the data is not images",
     "gradients": "the model gives no gradients (not a PyTorch model)",
+    "torch": "the model is not a PyTorch module (model.format torch or torchscript)",
+    "layer_hooks": "the model's layers cannot be hooked (a TorchScript model, or not PyTorch): give the state "
+                   "dict with `model.architecture` instead",
     "dropout": "the model has no dropout layers",
 }
 

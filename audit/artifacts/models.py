@@ -1,4 +1,4 @@
-"""Model adapters: one small interface over XGBoost, scikit-learn (skops), ONNX and trusted pickles.
+"""Model adapters: one small interface over XGBoost, scikit-learn (skops), ONNX, PyTorch and trusted pickles.
 
 Every adapter answers ``predict_proba(X)`` (or says it cannot) and ``predict(X)`` on a pandas DataFrame of
 the model's input columns, names the features it expects where the format records them, and keeps the
@@ -20,7 +20,7 @@ import pandas as pd
 from audit.errors import ArtifactError, Issue
 
 EXTENSIONS = {".ubj": "xgboost", ".json": "xgboost", ".skops": "skops", ".onnx": "onnx", ".pkl": "pickle",
-              ".pickle": "pickle", ".joblib": "joblib"}
+              ".pickle": "pickle", ".joblib": "joblib", ".pt": "torch", ".pth": "torch", ".safetensors": "torch"}
 
 
 @dataclass
@@ -30,9 +30,10 @@ class ModelAdapter:
     Attributes
     ----------
     kind : str
-        ``xgboost``, ``sklearn``, ``onnx`` or ``object`` (any estimator passed in memory).
+        ``xgboost``, ``sklearn``, ``onnx``, ``torch`` or ``torchscript``.
     native : Any
-        The underlying object (XGBClassifier, scikit-learn estimator, onnxruntime session...).
+        The underlying object (XGBClassifier, scikit-learn estimator, onnxruntime session, ``torch.nn.Module``
+        in eval mode on the CPU...).
     feature_names : list of str or None
         Input columns the model was fitted on, in order, where the format records them.
     classes : list or None
@@ -45,16 +46,32 @@ class ModelAdapter:
     feature_names: list[str] | None = None
     classes: list[Any] | None = None
     notes: list[str] = field(default_factory=list)
+    torch_model: Any = None  # TorchModel for kind torch/torchscript
+
+    @property
+    def is_torch(self) -> bool:
+        """Whether the model is a PyTorch module (eager or TorchScript)."""
+        return self.torch_model is not None
+
+    def to_tensor(self, X: Any) -> Any:
+        """PyTorch models: the float32 input tensor for ``X`` (images ``(N, C, H, W)``, tables ``(N, F)``)."""
+        if self.torch_model is None:
+            raise TypeError(f"a {self.kind} model takes no tensors")
+        return self.torch_model.to_tensor(X)
 
     @property
     def has_proba(self) -> bool:
         """Whether the model gives class probabilities."""
+        if self.torch_model is not None:
+            return True
         if self.kind == "onnx":
             return self.native.proba_output is not None
         return hasattr(self.native, "predict_proba")
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Class probabilities, shape ``(n, n_classes)``, columns in the model's class order."""
+        if self.torch_model is not None:
+            return self.torch_model.predict_proba(X)
         if self.kind == "onnx":
             proba = np.asarray(self.native.run(X)[1], dtype=np.float64)
         else:
@@ -67,6 +84,8 @@ class ModelAdapter:
 
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
         """The model's own predictions (labels or class indices, as the model gives them)."""
+        if self.torch_model is not None:
+            return self.torch_model.predict(X)
         if self.kind == "onnx":
             return np.asarray(self.native.run(X)[0])
         return np.asarray(self.native.predict(X))
@@ -124,8 +143,17 @@ def load_model(
     raise ArtifactError([Issue(where, "model.format", f"unknown model format {fmt!r}")])
 
 
-def from_object(model: Any, *, where: str = "<run_audit>") -> ModelAdapter:
-    """Wrap an estimator (anything with ``predict``, ideally ``predict_proba``)."""
+def from_object(model: Any, *, where: str = "<run_audit>", output: str = "logits") -> ModelAdapter:
+    """Wrap an estimator (anything with ``predict``, ideally ``predict_proba``) or a ``torch.nn.Module``."""
+    from audit.artifacts.torch_models import TorchModel, is_module
+
+    if is_module(model):
+        scripted = type(model).__module__.startswith("torch.jit")
+        tm = TorchModel(model, output=output, scripted=scripted)
+        notes = ["TorchScript model: its layers cannot be hooked, so layer methods (Grad-CAM) do not run on it"
+                 ] if scripted else []
+        return ModelAdapter(kind="torchscript" if scripted else "torch", native=tm.module, torch_model=tm,
+                            notes=notes)
     if not hasattr(model, "predict"):
         raise ArtifactError([Issue(where, "model", f"a model needs a predict() method; got "
                                    f"{type(model).__name__}")])
