@@ -140,6 +140,29 @@ def brier_score(proba: np.ndarray, y_index: np.ndarray, positive_index: int | No
     return float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
 
 
+def bias_corrected_ci(statistic: Callable[[np.ndarray], float], n: int, *, n_boot: int, confidence: float,
+                      rng: np.random.Generator, floor: float = 0.0) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval shifted by the bootstrap estimate of the statistic's bias.
+
+    For a statistic with a large small-sample bias such as the plug-in ECE, resamples (which repeat rows)
+    scatter further off the diagonal than the sample itself, so the plain percentile interval can lie wholly
+    above the estimate. Subtracting ``mean(resampled) - estimate`` from both ends corrects that to first
+    order (Efron and Tibshirani 1993, ch. 10). Ends are floored at ``floor``. ``(None, None)`` when ``n_boot``
+    is 0 or fewer than half the resamples gave a value.
+    """
+    if n_boot <= 0 or n == 0:
+        return None, None
+    estimate = statistic(np.arange(n))
+    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(n_boot)])
+    values = values[np.isfinite(values)]
+    if len(values) < n_boot / 2 or not np.isfinite(estimate):
+        return None, None
+    bias = float(values.mean() - estimate)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(values, [alpha, 1 - alpha]) - bias
+    return float(max(lo, floor)), float(max(hi, floor))
+
+
 # -- uncertainty summaries ----------------------------------------------------------------------------
 def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
     """Shannon entropy in nats of probability vectors along ``axis`` (``0 log 0 = 0``)."""
@@ -315,7 +338,10 @@ def mc_dropout_predict(model: Any, x: torch.Tensor, *, passes: int, seed: int,
     if passes < 2:
         raise ValueError(f"passes must be at least 2 to measure spread; got {passes}")
     n = len(x)
-    with only_dropout_active(model):
+    if n == 0:
+        raise ValueError("no input rows to run MC dropout on")
+    with only_dropout_active(model), torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(int(seed))
         per_row = max(activation_bytes_per_row(model, x), 1)
         budget_rows = max(1, int(memory_budget_mb * 2**20 // per_row))
         if max_rows_per_call is not None:
@@ -325,26 +351,24 @@ def mc_dropout_predict(model: Any, x: torch.Tensor, *, passes: int, seed: int,
         sum_p: list[np.ndarray] = []
         sum_p2: list[np.ndarray] = []
         sum_h: list[np.ndarray] = []
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(int(seed))
-            for start in range(0, n, chunk):
-                xb = x[start:start + chunk]
-                b = len(xb)
-                acc_p: Any = 0.0
-                acc_p2: Any = 0.0
-                acc_h: Any = 0.0
-                done = 0
-                while done < passes:
-                    r = min(reps, passes - done)
-                    out = model(xb.repeat(r, *([1] * (xb.dim() - 1))))
-                    p = (to_proba(out) if to_proba else torch.softmax(out, dim=-1)).double().reshape(r, b, -1)
-                    acc_p = acc_p + p.sum(0)
-                    acc_p2 = acc_p2 + (p * p).sum(0)
-                    acc_h = acc_h - torch.where(p > 0, p * torch.log(p.clamp_min(_EPS)), 0.0).sum((0, 2))
-                    done += r
-                sum_p.append(acc_p.numpy())
-                sum_p2.append(acc_p2.numpy())
-                sum_h.append(acc_h.numpy())
+        for start in range(0, n, chunk):
+            xb = x[start:start + chunk]
+            b = len(xb)
+            acc_p: Any = 0.0
+            acc_p2: Any = 0.0
+            acc_h: Any = 0.0
+            done = 0
+            while done < passes:
+                r = min(reps, passes - done)
+                out = model(xb.repeat(r, *([1] * (xb.dim() - 1))))
+                p = (to_proba(out) if to_proba else torch.softmax(out, dim=-1)).double().reshape(r, b, -1)
+                acc_p = acc_p + p.sum(0)
+                acc_p2 = acc_p2 + (p * p).sum(0)
+                acc_h = acc_h - torch.where(p > 0, p * torch.log(p.clamp_min(_EPS)), 0.0).sum((0, 2))
+                done += r
+            sum_p.append(acc_p.numpy())
+            sum_p2.append(acc_p2.numpy())
+            sum_h.append(acc_h.numpy())
     mean = np.concatenate(sum_p) / passes
     var = np.maximum(np.concatenate(sum_p2) / passes - mean**2, 0.0) * passes / (passes - 1)
     top = mean.argmax(axis=1)

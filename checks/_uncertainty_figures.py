@@ -152,7 +152,7 @@ def gallery_figure(X: np.ndarray, order: np.ndarray, labels: list[Any], y_idx: n
     """The most uncertain images, each stretched to its own range, titled true / predicted / uncertainty."""
     cols = min(6, len(order))
     rows = int(np.ceil(len(order) / max(cols, 1)))
-    with figure(width=1.3 * cols, height=1.5 * rows, nrows=rows, ncols=cols, squeeze=False) as (fig, ax):
+    with figure(width=1.45 * cols, height=1.9 * rows, nrows=rows, ncols=cols, squeeze=False) as (fig, ax):
         for j, a in enumerate(ax.ravel()):
             a.axis("off")
             if j >= len(order):

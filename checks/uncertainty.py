@@ -90,7 +90,7 @@ class Calibration(Check[CalibrationConfig]):
         mass = U.assign_bins(score, config.n_bins, "quantile")
 
         def ci(fn: Any) -> tuple[float | None, float | None]:
-            return bootstrap_ci(fn, n, n_boot=config.n_boot, confidence=config.confidence, rng=rng)
+            return U.bias_corrected_ci(fn, n, n_boot=config.n_boot, confidence=config.confidence, rng=rng)
 
         table = U.bin_table(score, outcome, uniform)
         metrics = [
@@ -114,9 +114,10 @@ class Calibration(Check[CalibrationConfig]):
                 "binary form, mean (p - y)^2." if pos is not None else "multiclass form, mean sum_k (p_k - y_k)^2."),
         ]
         if config.n_boot:
-            notes.append(f"Intervals: {config.confidence:.0%} percentile bootstrap over {config.n_boot} resamples "
-                         "with the bins held fixed. ECE is biased upward on few rows: read small-sample values "
-                         "as an upper estimate.")
+            notes.append(f"Intervals: {config.confidence:.0%} bootstrap over {config.n_boot} resamples with the bins "
+                         "held fixed, shifted by the bootstrap's estimate of the bias (the plug-in ECE is biased "
+                         "upward: noise alone puts observed shares off the diagonal in small bins), floored at 0. "
+                         "The point values are the usual plug-in estimates.")
         figures = [F.reliability_figure(table, kind, ctx.positive_label)]
         tables = [F.bin_table(table, uniform.edges)]
         findings: list[Finding] = []
@@ -173,8 +174,8 @@ def _calibration_by_group(ctx: AuditContext, split: str, proba: np.ndarray, y_id
             bins = U.assign_bins(s, b, "quantile")
             tab = U.bin_table(s, o, bins)
             ece = U.ece_from_table(tab)
-            lo, hi = bootstrap_ci(lambda i, s=s, o=o, bins=bins: U.ece_from_table(U.bin_table(s, o, bins, i)),
-                                  len(rows), n_boot=config.n_boot, confidence=config.confidence, rng=rng)
+            lo, hi = U.bias_corrected_ci(lambda i, s=s, o=o, bins=bins: U.ece_from_table(U.bin_table(s, o, bins, i)),
+                                         len(rows), n_boot=config.n_boot, confidence=config.confidence, rng=rng)
             m = Metric("ece", ece, group=group, ci_low=lo, ci_high=hi)
             metrics += [Metric("count", float(len(rows)), group=group), m,
                         Metric("brier", U.brier_score(proba[rows], y_idx[rows], pos), group=group),
