@@ -147,9 +147,9 @@ def coverage_figure(curve: U.Coverage, target: float, k: int | None) -> Figure:
                   alt="Accuracy falling as coverage grows from the least to the most uncertain cases.")
 
 
-def gallery_figure(X: np.ndarray, order: np.ndarray, labels: list[Any], y_idx: np.ndarray, pred: np.ndarray,
+def gallery_figure(images: np.ndarray, order: np.ndarray, labels: list[Any], y_idx: np.ndarray, pred: np.ndarray,
                    u: np.ndarray, score: str) -> Figure:
-    """The most uncertain images, each stretched to its own range, titled true / predicted / uncertainty."""
+    """The most uncertain images (``images[j]`` is row ``order[j]``, displayable ``(H, W, C)`` in [0, 1])."""
     cols = min(6, len(order))
     rows = int(np.ceil(len(order) / max(cols, 1)))
     with figure(width=1.45 * cols, height=1.9 * rows, nrows=rows, ncols=cols, squeeze=False) as (fig, ax):
@@ -158,17 +158,16 @@ def gallery_figure(X: np.ndarray, order: np.ndarray, labels: list[Any], y_idx: n
             if j >= len(order):
                 continue
             i = order[j]
-            img = np.moveaxis(np.asarray(X[i], dtype=float), 0, -1)
-            img = (img - img.min()) / max(float(img.max() - img.min()), 1e-12)
+            img = np.clip(np.asarray(images[j], dtype=float), 0, 1)
             a.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                     interpolation="nearest")
+                     vmin=0, vmax=1, interpolation="nearest")
             wrong = y_idx[i] != pred[i]
             a.set_title(f"true {labels[y_idx[i]]} / pred {labels[pred[i]]}\n{u[i]:.3f}", fontsize=7,
                         color=PALETTE[3] if wrong else "#222")
         data = to_svg(fig)
     return Figure("most_uncertain", "Most uncertain samples", data,
-                  caption=f"The {len(order)} most uncertain inputs by {score.replace('_', ' ')}; red titles are "
-                          "wrong predictions. Each image is stretched to its own value range.",
+                  caption=f"The {len(order)} most uncertain inputs by {score.replace('_', ' ')} (title: true / "
+                          "predicted label, then the score); red titles are wrong predictions.",
                   alt="A gallery of the most uncertain input images with true and predicted labels.")
 
 

@@ -373,7 +373,8 @@ class MCDropout(Check[MCDropoutConfig]):
         if config.top_k:
             order = np.argsort(-u, kind="stable")[:config.top_k]
             if getattr(ctx, "data_kind", "tabular") == "image":
-                figures.append(F.gallery_figure(X, order, ctx.labels, y_idx, pred, u, config.score))
+                shown = ctx.images_for_display(split, rows[order])
+                figures.append(F.gallery_figure(shown, order, ctx.labels, y_idx, pred, u, config.score))
             else:
                 tables.append(F.uncertain_rows_table(X, order, ctx.labels, y_idx, pred, mc, config.score))
         if config.per_group and ctx.sensitive_features and len(ctx.sensitive(split).columns):
@@ -448,14 +449,25 @@ def _load_ood(ctx: AuditContext, relative: str) -> Any:
         with np.load(path, allow_pickle=False) as z:
             if "x" not in z.files:
                 raise ValueError(f"checks.mc_dropout.ood: {path.name} has no array `x` (has {z.files})")
-            arr = np.asarray(z["x"], dtype=np.float32)
-        ref = ctx.X(ctx.eval_split)
-        if arr.ndim == 3:
-            arr = arr[:, None]
-        if arr.shape[1:] != tuple(np.shape(ref)[1:]):
-            raise ValueError(f"checks.mc_dropout.ood: `x` in {path.name} has shape {arr.shape}; the model's inputs "
-                             f"are (N, {', '.join(map(str, np.shape(ref)[1:]))}), preprocessed like the test data")
-        return ctx.model.to_tensor(arr)
+            x = z["x"]
+        prep = ctx.preprocessing
+        if prep is None:
+            raise ValueError(f"checks.mc_dropout.ood: {path.name} is an npz image file but the audit's data are "
+                             "not images; give a csv or parquet file with the model's feature columns")
+        from audit.artifacts.images import convert_channels, resize, standardise
+
+        if x.ndim == 3:
+            x = x[..., None]
+        elif x.ndim == 4 and x.shape[1] in (1, 3, 4) and x.shape[-1] not in (1, 3, 4):
+            x = np.moveaxis(x, 1, -1)  # channels first
+        if x.ndim != 4 or len(x) == 0:
+            raise ValueError(f"checks.mc_dropout.ood: `x` in {path.name} has shape {x.shape}; expected images "
+                             "(N, H, W), (N, H, W, C) or (N, C, H, W)")
+        raw = convert_channels(x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32),
+                               prep.channels)
+        if raw.shape[1:3] != tuple(prep.size):
+            raw = resize(raw, tuple(prep.size))
+        return ctx.model.to_tensor(standardise(raw, prep))
     raise ValueError(f"checks.mc_dropout.ood: {path.name}: expected a .csv, .parquet or .npz file")
 
 

@@ -346,3 +346,120 @@ def test_multiclass_uses_top_label_and_reports_classwise(tmp_path: Path) -> None
     brier = next(m.value for m in cal.metrics if m.name == "brier" and m.group is None)
     onehot = np.eye(3)[test["label"].to_numpy()]
     assert brier == pytest.approx(np.mean(np.sum((model.predict_proba(test[FEATURES]) - onehot) ** 2, axis=1)))
+
+
+# -- MC dropout through the audit (PyTorch modules in memory) ------------------------------------------
+def _image_policy(**checks: Any) -> dict[str, Any]:
+    return {"version": 1, "audit": {"name": "digits"}, "seed": 11,
+            "model": {"task": "multiclass_classification"},
+            "data": {"format": "npz", "preprocess": {"mean": 0.3, "std": 0.4}},
+            "checks": checks or {"mc_dropout": {"passes": 20, "n_boot": 50}}, "report": {"formats": ["json"]}}
+
+
+@pytest.fixture(scope="session")
+def digits_raw() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Raw digits in [0, 1], (N, 8, 8): the audit standardises them as the CNN was trained."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    raw = (d.images / 16.0).astype(np.float32)
+    return {"train": (raw[:1200], d.target[:1200]), "test": (raw[1200:1500], d.target[1200:1500])}
+
+
+@pytest.fixture(scope="session")
+def image_audit(trained_cnn: TinyCNN, digits_raw: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One audit of the trained CNN with both checks, and the module's state before it."""
+    from audit.artifacts.torch_models import fingerprint
+
+    before = fingerprint(trained_cnn)
+    result = run_audit(_image_policy(mc_dropout={"passes": 20, "n_boot": 50, "top_k": 6},
+                                     calibration={"n_boot": 50}),
+                       model=trained_cnn, data=digits_raw, base_dir=tmp_path_factory.mktemp("img"))
+    return result, before
+
+
+def test_image_audit_runs_both_checks(image_audit: Any, trained_cnn: TinyCNN) -> None:
+    from audit.artifacts.torch_models import fingerprint
+
+    result, before = image_audit
+    assert fingerprint(trained_cnn) == before, "the audit changed the module's weights, buffers or modes"
+    mc = result.check("mc_dropout")
+    assert mc.status.value in {"pass", "warn"}, (mc.summary, mc.error)
+    m = {x.name: x.value for x in mc.metrics if x.group is None}
+    assert m["ood_auroc_noise"] > 0.75  # noise comes out more uncertain than the test images
+    assert m["error_detection_auroc"] > 0.7
+    assert 0 <= m["referral_rate"] < 0.5 and m["accuracy_after_referral"] >= 0.95
+    assert m["ood_auroc"] == min(m["ood_auroc_noise"], m["ood_auroc_shift"])
+    assert {f.id for f in mc.figures} == {"uncertainty_histogram", "coverage_curve", "most_uncertain"}
+    assert any("only the 2 dropout layer(s)" in n for n in mc.notes)
+    cal = result.check("calibration")
+    assert cal.status.value in {"pass", "warn", "fail"} and any("top-label" in n for n in cal.notes)
+
+
+def test_image_audit_same_seed_same_result(image_audit: Any, trained_cnn: TinyCNN, digits_raw: Any,
+                                           tmp_path: Path) -> None:
+    first = image_audit[0].check("mc_dropout").to_dict()
+    again = run_audit(_image_policy(mc_dropout={"passes": 20, "n_boot": 50, "top_k": 6}, calibration={"n_boot": 50}),
+                      model=trained_cnn, data=digits_raw, base_dir=tmp_path).check("mc_dropout").to_dict()
+    first.pop("duration_s"), again.pop("duration_s")
+    assert first == again
+
+
+def test_ood_data_file_and_unknown_file(trained_cnn: TinyCNN, digits_raw: Any, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "ood.npz", x=rng.random((60, 8, 8)).astype(np.float32))  # no labels needed
+    policy = _image_policy(mc_dropout={"passes": 10, "n_boot": 0, "ood": "ood.npz", "ood_probes": [], "top_k": 0})
+    mc = run_audit(policy, model=trained_cnn, data=digits_raw, base_dir=tmp_path).check("mc_dropout")
+    names = {m.name for m in mc.metrics}
+    assert "ood_auroc_data" in names and "ood_auroc_noise" not in names, mc.error
+    policy["checks"]["mc_dropout"]["ood"] = "missing.npz"
+    mc = run_audit(policy, model=trained_cnn, data=digits_raw, base_dir=tmp_path).check("mc_dropout")
+    assert mc.status.value == "error" and "missing.npz" in mc.error.message
+
+
+def test_dropout_free_module_skipped_through_the_audit(digits_raw: Any, tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    result = run_audit(_image_policy(), model=net, data=digits_raw, base_dir=tmp_path)
+    mc = result.check("mc_dropout")
+    assert mc.status.value == "skipped" and mc.summary == "not run: the model has no dropout layers"
+
+
+class MLP(nn.Module):
+    """A tabular classifier with dropout and batch norm."""
+
+    def __init__(self, n_in: int = 3):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.3),
+                                 nn.Linear(32, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_tabular_mlp_refers_one_group_far_more_often(toy_frames: Any, tmp_path: Path) -> None:
+    train, _ = toy_frames
+    torch.manual_seed(0)
+    mlp = MLP()
+    opt = torch.optim.Adam(mlp.parameters(), 1e-2)
+    xt = torch.tensor(train[FEATURES].to_numpy(), dtype=torch.float32)
+    yt = torch.tensor(train["label"].to_numpy())
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(mlp(xt), yt).backward()
+        opt.step()
+    mlp.eval()
+    test = make_toy(600, seed=9)
+    women = test["sex"] == "F"
+    test.loc[women, ["income", "debt"]] *= 0.15  # women's cases sit near the decision boundary: less certain
+    policy = base_policy(checks={"mc_dropout": {"passes": 20, "n_boot": 50, "target_accuracy": 0.97}})
+    policy["model"].pop("path")
+    policy["data"]["features"] = FEATURES
+    result = run_audit(policy, model=mlp, data={"train": train, "test": test}, base_dir=tmp_path)
+    mc = result.check("mc_dropout")
+    g = {(m.name, m.group): m.value for m in mc.metrics}
+    assert g[("referral_rate", "sex=F")] > 2 * g[("referral_rate", "sex=M")], g
+    assert g[("mean_uncertainty", "sex=F")] > g[("mean_uncertainty", "sex=M")]
+    assert g[("referral_rate_ratio", None)] < 0.5
+    assert any(f.metric == "referral_rate_ratio" and "sex=F is referred" in f.message for f in mc.findings)
+    assert mc.status.value == "fail"
+    assert any(t.id == "most_uncertain" and t.columns[1:4] == FEATURES for t in mc.tables)
