@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from audit.context import AuditContext
 
@@ -315,7 +316,8 @@ def _agnostic(ctx: AuditContext, p: ShapParams, X: pd.DataFrame, classes: np.nda
     if p.agnostic_explainer == "kernel":
         bg = _background(ctx, max(10 * p.background_rows, 1000), "shap.background")
         k = min(p.background_rows, len(bg))
-        summary = shap.kmeans(bg.to_numpy(dtype=float), k)
+        with threadpool_limits(1):  # scikit-learn's KMeans under OpenMP is ~50x slower on a busy 2-core machine
+            summary = shap.kmeans(bg.to_numpy(dtype=float), k)
         explainer = shap.KernelExplainer(f, summary)
         nsamples = p.nsamples or "auto"
         with warnings.catch_warnings():

@@ -17,7 +17,7 @@ _D = ShapParams()
 
 METRICS = {
     "best_sensitive_rank": "Best (smallest) rank that any sensitive feature reaches among the model's features by "
-    "mean |SHAP| (1 = most important). Number of features + 1 when the model is given no sensitive feature.",
+    "mean |SHAP| (1 = most important); infinite when the model is given no sensitive feature.",
     "sensitive_share": "Share of the total mean |SHAP| carried by sensitive features and by their proxies "
     "(features whose proxy AUC is at least proxy_auc).",
     "additivity_error": "Largest |base value + sum of SHAP values - model output| over the explained rows.",
@@ -103,11 +103,13 @@ class Shap(Check[ShapConfig]):
                                         metric="best_sensitive_rank",
                                         evidence=[{"feature": f, "rank": int(ranks[j]), "share": share}]))
         else:
-            metrics.append(Metric("best_sensitive_rank", float(len(features) + 1),
-                                  description=METRICS["best_sensitive_rank"],
-                                  note="no sensitive feature is a model input: reported as number of features + 1"))
-            notes.append("No sensitive feature is among the model's inputs, so best_sensitive_rank is reported as "
-                         f"{len(features) + 1} (the number of features + 1); sensitive_share counts their proxies.")
+            # ranked after every feature, however few the features: +inf (JSON null), which passes any minimum
+            metrics.append(Metric("best_sensitive_rank", float("inf"), description=METRICS["best_sensitive_rank"],
+                                  note="no sensitive feature is a model input: ranked after all "
+                                  f"{len(features)} features (infinite rank)"))
+            notes.append("No sensitive feature is among the model's inputs: best_sensitive_rank is infinite (shown "
+                         "as n/a, null in result.json, and passes any minimum); sensitive_share still counts their "
+                         "proxies.")
         share = sum(importance[features.index(f)] for f in flagged) / total if total > 0 else None
         metrics.append(Metric("sensitive_share", None if share is None else float(share),
                               description=METRICS["sensitive_share"]))
