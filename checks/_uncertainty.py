@@ -320,7 +320,7 @@ class MCResult:
 
 
 def mc_dropout_predict(model: Any, x: torch.Tensor, *, passes: int, seed: int,
-                       memory_budget_mb: float = 256.0, max_rows_per_call: int | None = None,
+                       memory_budget_mb: float = 64.0, max_rows_per_call: int | None = None,
                        to_proba: Callable[[Any], Any] | None = None) -> MCResult:
     """Run ``passes`` stochastic forward passes with only the dropout layers active and summarise them.
 
