@@ -14,12 +14,14 @@ from typing import Any
 import pandas as pd
 
 from audit.artifacts import load_artifacts
+from audit.compliance import assess, select_frameworks
 from audit.context import AuditContext
 from audit.policy import LoadedPolicy, load_policy
 from audit.provenance import collect, now
 from audit.registry import Registry, default_registry
 from audit.results import AuditResult
 from audit.runner import ProgressPrinter, overall, run_checks
+from audit.techdoc import describe_data
 
 
 def run_audit(
@@ -33,6 +35,7 @@ def run_audit(
     registry: Registry | None = None,
     base_dir: Path | None = None,
     command: list[str] | None = None,
+    sign_key: str | Path | None = None,
 ) -> AuditResult:
     """Run an audit and return its result; optionally write the reports.
 
@@ -56,6 +59,9 @@ def run_audit(
         Folder that relative paths of a dict policy are resolved against.
     command : list of str, optional
         The command line, recorded in the provenance.
+    sign_key : path, optional
+        Ed25519 private key (PEM, PKCS8): with ``out``, write ``manifest.json`` (sha256 of the inputs and of
+        every report file, installed versions, seed) and its detached signature ``manifest.sig``.
 
     Returns
     -------
@@ -68,6 +74,11 @@ def run_audit(
         The policy or its inputs are invalid (``ArtifactError`` for files and data); nothing ran.
     """
     registry = registry or default_registry()
+    signer = None
+    if sign_key is not None:
+        from audit.bundle import load_private_key
+
+        signer = load_private_key(sign_key)  # a bad key is an input error before any work
     printer = progress if isinstance(progress, ProgressPrinter) else (ProgressPrinter() if progress else None)
     lp = policy if isinstance(policy, LoadedPolicy) else load_policy(policy, registry=registry, base_dir=base_dir)
     started, t0 = now(), time.perf_counter()
@@ -89,7 +100,14 @@ def run_audit(
         positive_label=ctx.positive_label,
         sensitive_features=ctx.sensitive_features,
         loading_notes=artifacts.notes,
+        language=lp.policy.report.language,
+        data_description=describe_data(ctx),
     )
+    if signer is not None and out is not None:
+        from audit.bundle import key_fingerprint
+
+        meta["bundle"] = {"signed": True, "key_sha256": key_fingerprint(signer.public_key())}
+    frameworks = select_frameworks(lp.policy.audit.frameworks, lp.policy.audit.framework_files, lp.base_dir)
     result = AuditResult(
         status=status,
         exit_code=code,
@@ -98,6 +116,7 @@ def run_audit(
         provenance=collect(lp, artifacts, started_at=started, finished_at=now(),
                            duration_s=time.perf_counter() - t0, command=command or list(sys.argv)),
         gate=lp.policy.gate.model_dump(mode="json"),
+        compliance=assess(results, frameworks, lp.policy.report.language),
     )
     if out is not None:
         from audit.report import write_reports
@@ -110,6 +129,13 @@ def run_audit(
             sys.stderr.write(f"audit: could not write {fmt}: {err}\n")
         result = replace(result, report={"paths": {k: str(v) for k, v in outcome.paths.items()},
                                          "errors": dict(outcome.errors)})
+        if signer is not None:
+            from audit.bundle import write_signed_manifest
+
+            manifest, signature = write_signed_manifest(result, Path(out), signer)
+            result.report["paths"].update(manifest=str(manifest), signature=str(signature))
+            if printer:
+                printer.message(f"audit: signed {manifest} -> {signature}")
     return result
 
 

@@ -46,6 +46,8 @@ def run(
     formats: Annotated[str | None, typer.Option("--formats", help="Comma-separated report formats, e.g. "
                                                 "html,json (default: the policy's report.formats).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+    sign: Annotated[Path | None, typer.Option("--sign", help="Ed25519 private key (PEM, PKCS8): write "
+                                              "manifest.json and its signature manifest.sig.")] = None,
 ) -> None:
     """Run the audit the policy describes and write its reports. Exit 0 pass, 1 fail, 2 invalid, 3 error."""
     from audit.api import default_out_dir, run_audit
@@ -59,7 +61,7 @@ def run(
             raise PolicyError([Issue("command line", "--formats", f"unknown format(s) {bad}; choose from "
                                      f"{', '.join(REPORT_FORMATS)}")])
         target = out or default_out_dir(lp)
-        result = run_audit(lp, out=target, formats=fmts, progress=not quiet, command=sys.argv)
+        result = run_audit(lp, out=target, formats=fmts, progress=not quiet, command=sys.argv, sign_key=sign)
     except PolicyError as exc:
         _fail_invalid(exc)
         return
@@ -127,6 +129,72 @@ def list_checks(
             typer.echo(f"    {o['name']} (default {json.dumps(o['default'], default=str)}): {o['description']}")
         typer.echo("  metrics (for thresholds): " + ", ".join(e["metrics"]))
         typer.echo("  obligations: " + ", ".join(e["obligations"]) + "\n")
+
+
+@app.command()
+def diff(
+    old: Annotated[Path, typer.Argument(help="result.json of the earlier audit.", show_default=False)],
+    new: Annotated[Path, typer.Argument(help="result.json of the later audit.", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", help="text, json or markdown.")] = "text",
+) -> None:
+    """Metric deltas and status changes between two audits. Exit 1 when any check's status got worse."""
+    from audit.diff import diff_results, load_result, render_markdown, render_text
+
+    if fmt not in ("text", "json", "markdown"):
+        sys.stderr.write(f"audit: --format must be text, json or markdown; got {fmt!r}\n")
+        raise typer.Exit(int(ExitCode.INVALID))
+    try:
+        d = diff_results(load_result(old), load_result(new))
+    except ValueError as exc:
+        sys.stderr.write(f"audit: {exc}\n")
+        raise typer.Exit(int(ExitCode.INVALID)) from None
+    if fmt == "json":
+        typer.echo(json.dumps(d.to_dict(), indent=2))
+    else:
+        typer.echo(render_markdown(d) if fmt == "markdown" else render_text(d), nl=False)
+    raise typer.Exit(int(ExitCode.FAILED) if d.regressed else int(ExitCode.OK))
+
+
+@app.command()
+def verify(
+    folder: Annotated[Path, typer.Argument(help="The audit's report folder.", show_default=False)],
+    key: Annotated[Path, typer.Option("--key", help="Ed25519 public key (PEM, SubjectPublicKeyInfo).")],
+) -> None:
+    """Check a signed audit folder: the signature and every file's sha256. Exit 1 naming what changed."""
+    from audit.bundle import load_public_key
+    from audit.bundle import verify as verify_bundle
+
+    try:
+        result = verify_bundle(folder, load_public_key(key))
+    except PolicyError as exc:
+        _fail_invalid(exc)
+        return
+    for label, names in (("changed", result.changed), ("missing", result.missing),
+                         ("not in the manifest", result.added)):
+        for name in names:
+            sys.stderr.write(f"audit: {label}: {folder / name}\n")
+    for problem in result.problems:
+        sys.stderr.write(f"audit: {problem}\n")
+    if not result.ok:
+        raise typer.Exit(int(ExitCode.FAILED))
+    typer.echo(f"{folder}: signature valid; every file matches manifest.json")
+
+
+@app.command()
+def keygen(
+    private: Annotated[Path, typer.Argument(help="Where to write the private key (PEM, PKCS8).")] = Path(
+        "audit-key.pem"),
+    public: Annotated[Path, typer.Argument(help="Where to write the public key (PEM).")] = Path("audit-key.pub.pem"),
+) -> None:
+    """Write a new Ed25519 key pair for audit run --sign and audit verify --key."""
+    from audit.bundle import keygen as make_keys
+
+    try:
+        fingerprint = make_keys(private, public)
+    except FileExistsError as exc:
+        sys.stderr.write(f"audit: {exc}\n")
+        raise typer.Exit(int(ExitCode.INVALID)) from None
+    typer.echo(f"wrote {private} (keep it secret) and {public}; key sha256 {fingerprint}")
 
 
 @app.command()

@@ -53,6 +53,25 @@ class AuditMeta(_Strict):
         description="Regulatory frameworks whose obligations the results are mapped to.",
     )
     model_version: str | None = Field(None, description="Version of the audited model, for the record.")
+    framework_files: list[str] = Field(
+        default_factory=list,
+        description="Your own framework files (same schema as policies/frameworks/*.yaml), relative to the policy; "
+        "always included in the compliance matrix.",
+    )
+    provider: str | None = Field(None, description="Organisation placing the system on the market (Annex IV 1(a)).")
+    system_version: str | None = Field(None, description="Version of the AI system (Annex IV 1(a)).")
+    description: str | None = Field(None, description="General description of the system and how it is used.")
+    development: str | None = Field(
+        None, description="Methods and steps of development: training procedure, tools (Annex IV 2(a)).")
+    data_provenance: str | None = Field(
+        None, description="Where the data comes from, how it was collected, labelled and cleaned (Annex IV 2(d)).")
+    human_oversight: str | None = Field(None, description="Human-oversight measures (Art. 14, Annex IV 2(e)).")
+    limitations: str | None = Field(None, description="Known limitations and foreseeable misuse (Annex IV 3).")
+    risk_management: str | None = Field(None, description="Reference to the risk-management system (Art. 9).")
+    standards: str | None = Field(None, description="Harmonised standards or specifications applied (Annex IV 7).")
+    monitoring: str | None = Field(None, description="Post-market monitoring plan (Art. 72, Annex IV 9).")
+    reviewer: str | None = Field(None, description="Reviewer named on the sign-off page (signs the PDF).")
+    reviewer_role: str | None = Field(None, description="The reviewer's role, for the sign-off page.")
 
 
 class ModelSpec(_Strict):
@@ -225,6 +244,9 @@ class ReportSpec(_Strict):
     )
     out: str | None = Field(None, description="Output folder, relative to the policy. Default: audit-report/.")
     title: str | None = Field(None, description="Report title. Default: 'Model audit: <audit.name>'.")
+    language: Literal["en", "ja"] = Field(
+        "en", description="Language of the report's fixed texts: en (English) or ja (Japanese)."
+    )
 
 
 class GateSpec(_Strict):
@@ -347,6 +369,9 @@ def load_policy(
     if policy.data.features is not None and policy.data.target in policy.data.features:
         issues.append(Issue(located.where("data", "features"), "data.features",
                             f"the target {policy.data.target!r} cannot be a model input"))
+    from audit.compliance import framework_issues  # frameworks are data; validated with the policy
+
+    issues.extend(framework_issues(policy.audit.frameworks, policy.audit.framework_files, located, base))
     if issues:
         raise PolicyError(issues)
     return LoadedPolicy(policy=policy, configs=configs, located=located, path=path, text=text, base_dir=base)

@@ -22,9 +22,12 @@ from typing import Any, Literal
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from audit.compliance import STATUS_LABELS, STATUS_ORDER, assess_result
+from audit.i18n import translator
 from audit.io import atomic_write_bytes, atomic_write_text
 from audit.policy import REPORT_FORMATS
 from audit.results import AuditResult, CheckResult, Metric, Status
+from audit.techdoc import annex_iv
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +35,18 @@ FORMATS = REPORT_FORMATS  # the policy's report.formats: one list of what can be
 FILE_NAMES = {"html": "report.html", "pdf": "report.pdf", "json": "result.json", "junit": "junit.xml"}
 MAX_EVIDENCE_ROWS = 20
 MAX_TABLE_ROWS = 50
-_ORDER = (Status.FAIL, Status.ERROR, Status.WARN, Status.PASS, Status.SKIPPED)
+_ORDER = (Status.FAIL, Status.WARN, Status.ERROR, Status.PASS, Status.SKIPPED)  # STYLE.md section 4
 _ICONS = {Status.PASS: "\u2713", Status.WARN: "\u25b2", Status.FAIL: "\u2717", Status.ERROR: "\u26a0",
           Status.SKIPPED: "\u2298"}
 _SEVERITY = {"info": "INFO", "warn": "WARNING", "fail": "FAIL"}
+_BASIS = {
+    "check_failed": "A check that serves it failed.",
+    "not_automatable": "No check can evidence it; a person must assess it.",
+    "no_evidence": "No check that serves it ran.",
+    "evidence_incomplete": "Some of its evidence did not run.",
+    "needs_review": "The checks ran and passed; a person must complete the evidence.",
+    "all_evidence_passed": "Every check that serves it ran and passed.",
+}
 _LABELS = {"sha256": "SHA-256", "python": "Python", "started_at": "Started", "finished_at": "Finished",
            "duration_s": "Duration"}
 _MONO_KEYS = ("sha", "hash", "path", "command", "file", "commit")
@@ -71,18 +82,21 @@ def build_sections(result: AuditResult) -> dict[str, Any]:
         ``libraries`` and ``loading_notes``. Every value is a plain str, number, bool, list or dict.
     """
     meta, prov = result.meta or {}, result.provenance or {}
+    language = str(meta.get("language") or "en")
+    t = translator(language)
     ordered = sorted(result.checks, key=lambda c: _ORDER.index(c.status))
     anchors = _unique([f"check-{_slug(c.check_id, '-')}" for c in ordered])
-    checks = [_check_section(c, a) for c, a in zip(ordered, anchors, strict=True)]
+    checks = [_check_section(c, a, t) for c, a in zip(ordered, anchors, strict=True)]
     warn_gate = (result.gate or {}).get("fail_on") == "warn"
     fields = {
         "System": meta.get("system"), "Owner": meta.get("owner"), "Model version": meta.get("model_version"),
-        "Intended purpose": meta.get("intended_purpose"), "Risk category": meta.get("risk_category"),
-        "Task": meta.get("task"), "Target": meta.get("target"),
+        "Intended purpose": meta.get("intended_purpose"),
+        "Risk category": t(str(meta["risk_category"])) if meta.get("risk_category") else None,
+        "Task": t(str(meta["task"])) if meta.get("task") else None, "Target": meta.get("target"),
         "Sensitive features": meta.get("sensitive_features"), "Frameworks": meta.get("frameworks"),
         "Audit date": _when(prov.get("started_at")),
         "Policy": meta.get("policy_path") or (prov.get("policy") or {}).get("path"),
-        "Gate": "fails on any FAIL or WARN" if warn_gate else "fails on any FAIL; warnings allowed",
+        "Gate": t("fails on any FAIL or WARN") if warn_gate else t("fails on any FAIL; warnings allowed"),
         "Exit code": str(result.exit_code),
     }
     obligations: dict[str, list[dict[str, Any]]] = {}
@@ -91,30 +105,76 @@ def build_sections(result: AuditResult) -> dict[str, Any]:
             obligations.setdefault(ob, []).append({"id": c["id"], "anchor": c["anchor"], **c["status"]})
     counts = result.counts()
     libraries = sorted((prov.get("libraries") or {}).items())
+    by_check = {c["id"]: c for c in checks}
+    compliance = _compliance(result, by_check, t, language)
+    in_matrix = {r["id"]: r["anchor"] for fw in compliance["frameworks"] for r in fw["rows"]}
+    for c in checks:
+        c["obligation_links"] = [{"id": ob, "anchor": in_matrix.get(ob, "")} for ob in c["obligations"]]
+    title = meta.get("title") or t("Model audit report")
+    if language != "en" and not meta.get("report_title") and meta.get("name") and \
+            title == f"Model audit: {meta.get('name')}":
+        title = t("Model audit: {name}", name=meta["name"])
     return _clean({
-        "title": str(meta.get("title") or "Model audit report"),
-        "cover": {"name": str(meta.get("name") or meta.get("system") or "Unnamed system"),
-                  "fields": [{"label": k, "value": _cell(v, 0)} for k, v in fields.items() if _cell(v)],
-                  "status": _status(result.status), "n_checks": len(result.checks),
-                  "counts": [{**_status(s), "count": counts[s.value]} for s in _ORDER]},
+        "language": language,
+        "title": str(title),
+        "cover": {"name": str(meta.get("name") or meta.get("system") or t("Unnamed system")),
+                  "fields": [{"label": t(k), "value": _cell(v, 0)} for k, v in fields.items() if _cell(v)],
+                  "status": _status(result.status, t), "n_checks": len(result.checks),
+                  "counts": [{**_status(s, t), "count": counts[s.value]} for s in _ORDER]},
         "summary": [{k: c[k] for k in ("id", "anchor", "title", "status", "summary", "duration")}
                     for c in checks],
         "obligations": [{"id": k, "checks": v} for k, v in sorted(obligations.items())],
+        "compliance": compliance,
+        "techdoc": annex_iv(result, t, {c["id"]: c["anchor"] for c in checks}),
+        "signoff": {"reviewer": str(meta.get("reviewer") or ""), "role": str(meta.get("reviewer_role") or ""),
+                    "signed_bundle": bool((meta.get("bundle") or {}).get("signed"))},
         "checks": checks,
-        "provenance": _kv_rows({k: v for k, v in prov.items() if k != "libraries"}),
+        "provenance": _kv_rows({k: v for k, v in prov.items() if k != "libraries"}, t=t),
         "libraries": [{"name": str(k), "version": _cell(v)} for k, v in libraries],
         "loading_notes": [str(n) for n in meta.get("loading_notes") or []],
     })
 
 
-def _check_section(c: CheckResult, anchor: str) -> dict[str, Any]:
+def _compliance(result: AuditResult, by_check: dict[str, dict[str, Any]], t: Callable[..., str],
+                language: str) -> dict[str, Any]:
+    """The compliance matrix view: rows per framework, evidence linked to check sections, open items."""
+    matrix = result.compliance or assess_result(result.checks, result.meta or {}, language)
+    frameworks, open_items, to_complete = [], [], []
+    for fw in matrix.get("frameworks") or []:
+        rows = []
+        for ob in fw.get("obligations") or []:
+            evidence = []
+            for ev in ob.get("evidence") or []:
+                sec = by_check.get(ev["check"])
+                st = Status(ev["status"])
+                evidence.append({"id": ev["check"] + (f".{ev['metric']}" if ev.get("metric") else ""),
+                                 "anchor": sec["anchor"] if sec else "", **_status(st, t)})
+            row = {"id": ob["id"], "ref": ob["ref"], "text": ob["text"], "status": ob["status"],
+                   "label": t(STATUS_LABELS[ob["status"]]), "basis": t(_BASIS.get(ob.get("basis", ""), "")),
+                   "evidence": evidence, "missing": list(ob.get("missing") or []),
+                   "attach": ob.get("attach") or "", "anchor": f"ob-{_slug(ob['id'], '-')}"}
+            rows.append(row)
+            if ob["status"] == "human":
+                open_items.append(row)
+            elif ob["status"] == "partly":
+                to_complete.append(row)
+        frameworks.append({"id": fw["id"], "title": fw.get("title") or fw["id"], "rows": rows})
+    counts = matrix.get("counts") or {}
+    return {"frameworks": frameworks, "open_items": open_items, "to_complete": to_complete,
+            "counts": [{"status": s, "label": t(STATUS_LABELS[s]), "count": int(counts.get(s, 0))}
+                       for s in STATUS_ORDER]}
+
+
+def _check_section(c: CheckResult, anchor: str, t: Callable[..., str] | None = None) -> dict[str, Any]:
     err = c.error
+    t = t or translator("en")
     return {
-        "id": c.check_id, "anchor": anchor, "title": c.title or c.check_id, "status": _status(c.status),
+        "id": c.check_id, "anchor": anchor, "title": c.title or c.check_id, "status": _status(c.status, t),
         "summary": c.summary, "duration": _duration(c.duration_s),
-        "metrics": [_metric_row(m) for m in c.metrics if m.group is None],
+        "metrics": [_metric_row(m, t) for m in c.metrics if m.group is None],
         "by_group": _group_pivot([m for m in c.metrics if m.group is not None]),
-        "findings": [{"severity": f.severity, "severity_label": _SEVERITY.get(f.severity, str(f.severity)),
+        "findings": [{"severity": f.severity,
+                      "severity_label": t(_SEVERITY.get(f.severity, str(f.severity))),
                       "message": f.message, "metric": f.metric, "evidence": _rows_table(f.evidence)}
                      for f in c.findings],
         "figures": [{"id": f.id, "title": f.title, "caption": f.caption, "src": f.data_uri(),
@@ -126,12 +186,13 @@ def _check_section(c: CheckResult, anchor: str) -> dict[str, Any]:
                     "more": max(0, len(t.rows) - MAX_TABLE_ROWS)} for t in c.tables],
         "notes": [str(n) for n in c.notes],
         "obligations": [str(o) for o in c.obligations],
+        "obligation_links": [{"id": str(o), "anchor": ""} for o in c.obligations],
         "config": _kv_rows(c.config, humanize=False),
         "error": {"type": err.type, "message": err.message, "traceback": err.traceback} if err else None,
     }
 
 
-def _metric_row(m: Metric) -> dict[str, Any]:
+def _metric_row(m: Metric, t: Callable[..., str] | None = None) -> dict[str, Any]:
     status = m.status
     if status is None and m.passed is not None:
         status = Status.PASS if m.passed else Status.FAIL
@@ -140,7 +201,7 @@ def _metric_row(m: Metric) -> dict[str, Any]:
             "ci": f"[{_num(m.ci_low)}, {_num(m.ci_high)}]" if has_ci else None,
             "threshold": m.threshold.describe() if m.threshold else "",
             "judged": m.threshold is not None or status is not None,
-            "status": _status(status) if status else None, "description": m.description, "note": m.note}
+            "status": _status(status, t) if status else None, "description": m.description, "note": m.note}
 
 
 def _group_pivot(metrics: Sequence[Metric]) -> dict[str, Any] | None:
@@ -176,7 +237,8 @@ def _numeric_columns(rows: Sequence[Sequence[Any]], n: int) -> list[bool]:
     return [bool(col) and all(_is_number(v) for v in col) for col in cols]
 
 
-def _kv_rows(obj: Mapping[str, Any], depth: int = 0, *, humanize: bool = True) -> list[dict[str, Any]]:
+def _kv_rows(obj: Mapping[str, Any], depth: int = 0, *, humanize: bool = True,
+             t: Callable[..., str] | None = None) -> list[dict[str, Any]]:
     """Flatten nested dicts (and lists of dicts) into indented key/value rows, so unknown keys still show.
 
     ``humanize=False`` keeps keys verbatim (policy options, which a reader may copy back into a policy).
@@ -185,14 +247,16 @@ def _kv_rows(obj: Mapping[str, Any], depth: int = 0, *, humanize: bool = True) -
     for key, value in obj.items():
         k = str(key)
         label = _LABELS.get(k, k.replace("_", " ").capitalize()) if humanize else k
+        label = t(label) if t else label
         head = {"key": label, "value": "", "depth": depth,
                 "mono": any(m in k.lower() for m in _MONO_KEYS), "group": True}
         if isinstance(value, Mapping) and value:
-            rows += [head, *_kv_rows(value, depth + 1, humanize=humanize)]
+            rows += [head, *_kv_rows(value, depth + 1, humanize=humanize, t=t)]
         elif isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value):
             rows.append(head)
             for i, item in enumerate(value, 1):
-                rows += [{**head, "key": f"#{i}", "depth": depth + 1}, *_kv_rows(item, depth + 2, humanize=humanize)]
+                rows += [{**head, "key": f"#{i}", "depth": depth + 1},
+                         *_kv_rows(item, depth + 2, humanize=humanize, t=t)]
         else:
             if k.endswith("_s") and _is_number(value):
                 text = _duration(value)
@@ -218,8 +282,9 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _status(s: Status) -> dict[str, str]:
-    return {"status": s.value, "label": s.value.upper(), "icon": _ICONS[s]}
+def _status(s: Status, t: Callable[..., str] | None = None) -> dict[str, str]:
+    label = s.value.upper()
+    return {"status": s.value, "label": t(label) if t else label, "icon": _ICONS[s]}
 
 
 def _is_number(x: Any) -> bool:
@@ -330,7 +395,8 @@ def render_html(result: AuditResult, *, media: Literal["screen", "print"] = "scr
         raise ValueError(f"media must be 'screen' or 'print'; got {media!r}")
     css = Markup((_template_dir() / "report.css").read_text(encoding="utf-8"))  # our own file, not user data
     template = _environment().get_template("report.html.j2")
-    return template.render(doc=build_sections(result), css=css, media=media)
+    doc = build_sections(result)
+    return template.render(doc=doc, css=css, media=media, _=translator(doc["language"]))
 
 
 def _local_only_fetcher() -> Any:
@@ -377,7 +443,11 @@ def _x(text: Any) -> str:
 
 
 def render_junit(result: AuditResult) -> str:
-    """Render the audit as JUnit XML: one test suite ``xai-audit``, one test case per check.
+    """Render the audit as JUnit XML: one test case per check, and one per threshold the policy judged.
+
+    The first suite, ``xai-audit``, has a case per check; the second, ``xai-audit.thresholds``, a case per
+    judged metric (``<check>.<metric>``), failed when the metric failed its threshold, so that CI systems list
+    each broken threshold by name and track it across runs.
 
     Parameters
     ----------
@@ -393,7 +463,11 @@ def render_junit(result: AuditResult) -> str:
     counts, total = result.counts(), sum(c.duration_s for c in result.checks)
     attrs = {"name": "xai-audit", "tests": str(len(result.checks)), "failures": str(counts["fail"]),
              "errors": str(counts["error"]), "skipped": str(counts["skipped"]), "time": f"{total:.3f}"}
-    root = ET.Element("testsuites", attrs)
+    judged = [(c, m) for c in result.checks for m in c.metrics if m.group is None and m.threshold is not None]
+    failed = [(c, m) for c, m in judged if m.status is Status.FAIL or (m.status is None and m.passed is False)]
+    failed_ids = {id(m) for _, m in failed}
+    root = ET.Element("testsuites", {**attrs, "tests": str(len(result.checks) + len(judged)),
+                                     "failures": str(counts["fail"] + len(failed))})
     suite = ET.SubElement(root, "testsuite", attrs)
     if (result.provenance or {}).get("started_at"):
         suite.set("timestamp", _x(result.provenance["started_at"]))
@@ -418,6 +492,20 @@ def render_junit(result: AuditResult) -> str:
             ET.SubElement(case, "skipped", message=_x(c.summary or "skipped"))
         elif c.status is Status.WARN:
             ET.SubElement(case, "system-out").text = _x(_problems(c, Status.WARN))
+    if judged:
+        th = ET.SubElement(root, "testsuite", {"name": "xai-audit.thresholds", "tests": str(len(judged)),
+                                               "failures": str(len(failed)), "errors": "0", "skipped": "0",
+                                               "time": "0.000"})
+        for c, m in judged:
+            case = ET.SubElement(th, "testcase", classname=_x(f"audit.{c.check_id}.thresholds"),
+                                 name=_x(f"{c.check_id}.{m.name}"), time="0.000")
+            line = f"{m.name} = {_num(m.value)}, threshold {m.threshold.describe() if m.threshold else ''}"
+            if id(m) in failed_ids:
+                el = ET.SubElement(case, "failure", message=_x(line), type="threshold")
+                el.text = _x("\n".join([line, *(f.message for f in c.findings if f.metric == m.name)]))
+            else:
+                status = m.status.value if m.status else "pass"
+                ET.SubElement(case, "system-out").text = _x(f"{line}: {status}")
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

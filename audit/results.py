@@ -236,6 +236,8 @@ class AuditResult:
     provenance: dict[str, Any]
     gate: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    #: The compliance matrix (``audit.compliance.assess``): frameworks -> obligations with a status each.
+    compliance: dict[str, Any] = field(default_factory=dict)
 
     def check(self, check_id: str) -> CheckResult:
         """The result of the check with this id (``KeyError`` if it did not run)."""
@@ -262,6 +264,7 @@ class AuditResult:
             "summary": self.counts(),
             "gate": _jsonable(self.gate),
             "checks": [c.to_dict(files.get(c.check_id)) for c in self.checks],
+            "compliance": _jsonable(self.compliance),
             "provenance": _jsonable(self.provenance),
         }
 

@@ -143,8 +143,8 @@ def result() -> AuditResult:
 
 def test_sections_order_and_formatting(result: AuditResult) -> None:
     doc = report.build_sections(result)
-    assert [c["id"] for c in doc["checks"]] == ["fairness", "lime", "performance", "shap", "gradcam"]
-    assert [r["id"] for r in doc["summary"]] == ["fairness", "lime", "performance", "shap", "gradcam"]
+    assert [c["id"] for c in doc["checks"]] == ["fairness", "performance", "lime", "shap", "gradcam"]
+    assert [r["id"] for r in doc["summary"]] == ["fairness", "performance", "lime", "shap", "gradcam"]
     assert doc["cover"]["name"] == "Credit scoring v2"
     assert doc["cover"]["status"]["label"] == "ERROR"
     fair = doc["checks"][0]
