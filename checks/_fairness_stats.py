@@ -1,4 +1,4 @@
-"""Vectorised arithmetic behind the ``fairness`` check: confusion counts, rates, gaps, bootstrap, corrections.
+"""Helpers of the ``fairness`` check: vectorised counts, rates, gaps, bootstrap and corrections; figures; mitigation.
 
 Every group metric the check reports (selection rate, true/false positive rate, precision, accuracy, ...) is a
 function of the group's four confusion counts (TP, FP, FN, TN). Resampling the rows with replacement, as a
@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from audit.plotting import PALETTE, figure, to_svg
+from audit.results import Figure, Metric, Table, Threshold
 
 CELLS = ("tp", "fp", "fn", "tn")
 TP, FP, FN, TN = range(4)
@@ -201,3 +207,214 @@ def adjust_pvalues(p: np.ndarray, method: Literal["holm", "bh", "none"]) -> np.n
     out = np.empty(m)
     out[order] = np.minimum(adj, 1.0)
     return out
+
+
+# -- groups, mitigation preview, figures ---------------------------------------------------------------------
+@dataclass
+class Attribute:
+    """One way of grouping the rows: a sensitive feature, or the intersection of all of them."""
+
+    name: str                      # "afam" or "afam x single"
+    groups: list[str]              # "afam=yes", "afam=yes & single=no"
+    labels: np.ndarray             # group name of each row
+    members: np.ndarray            # (groups, finest groups) 0/1
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    eligible: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+
+class _ScoreColumn(ClassifierMixin, BaseEstimator):
+    """A "fitted" estimator whose P(positive) is its single input column (for ThresholdOptimizer, prefit)."""
+
+    classes_ = np.array([0, 1])
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Always fitted: there is nothing to learn."""
+        return True
+
+    def fit(self, X: Any, y: Any) -> _ScoreColumn:  # noqa: N803 - scikit-learn's names
+        """Nothing to fit."""
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
+        """``[1 - s, s]`` for the score column ``s`` (as float64: ThresholdOptimizer fails on float32)."""
+        s = np.asarray(X, dtype=np.float64)[:, 0]
+        return np.column_stack([1 - s, s])
+
+
+def mitigation_preview(ctx: Any, split: str, attributes: list[Attribute], fine_labels: list[str],
+                y_pos: np.ndarray, pred_pos: np.ndarray, config: Any) -> tuple[Table, str]:
+    """Before/after table of fairlearn's ThresholdOptimizer, 2-fold cross-fitted on the evaluation rows."""
+    from fairlearn.postprocessing import ThresholdOptimizer
+    from sklearn.model_selection import StratifiedKFold
+
+    columns = ["decisions", "accuracy", *[m.replace("_", " ") for m in DISPARITY_DESCRIPTIONS]]
+    title = "Mitigation preview: fairlearn ThresholdOptimizer (informs only; no model is changed)"
+    proba = ctx.proba(split)
+    if proba is None:
+        return Table("mitigation", title, columns, []), "Mitigation preview skipped: the model gives no " \
+            "probabilities, and ThresholdOptimizer needs scores."
+    score = pd.DataFrame({"score": np.asarray(proba[:, ctx.positive_index], dtype=np.float64)})
+    sens = pd.Series(fine_labels, name="group")
+    y = y_pos.astype(int)
+    rng = ctx.rng("fairness.mitigation")
+
+    def row(label: str, pred: np.ndarray) -> list[Any]:
+        worst: dict[str, float] = {}
+        fine = confusion_counts(codes, n_fine, y_pos, pred)
+        for a in attributes:
+            for name, value in disparities(aggregate(fine, a.members), a.eligible).items():
+                v, old = finite(value), worst.get(name)
+                if v is not None and (old is None or (v < old if name.endswith("ratio") else v > old)):
+                    worst[name] = v
+        return [label, round(float(np.mean(pred == y_pos)), 4),
+                *[round(worst[m], 4) if m in worst else None for m in DISPARITY_DESCRIPTIONS]]
+
+    codes, n_fine = _codes(fine_labels), len(set(fine_labels))
+    rows = [row("current model", pred_pos)]
+    failed = []
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=int(rng.integers(2**31 - 1))).split(score, y))
+    for constraint in ("demographic_parity", "equalized_odds"):
+        pred = np.zeros(len(y), dtype=bool)
+        try:
+            for fit_idx, eval_idx in folds:
+                opt = ThresholdOptimizer(estimator=_ScoreColumn(), constraints=constraint, objective="accuracy_score",
+                                         prefit=True, predict_method="predict_proba")
+                opt.fit(score.iloc[fit_idx], y[fit_idx], sensitive_features=sens.iloc[fit_idx])
+                pred[eval_idx] = opt.predict(score.iloc[eval_idx], sensitive_features=sens.iloc[eval_idx],
+                                             random_state=int(rng.integers(2**31 - 1))).astype(bool)
+        except Exception as exc:  # noqa: BLE001 - a preview that cannot be made is reported, not fatal
+            failed.append(f"{constraint}: {type(exc).__name__}: {exc}")
+            continue
+        rows.append(row(f"ThresholdOptimizer, {constraint.replace('_', ' ')}", pred))
+    note = ("Mitigation preview: fairlearn ThresholdOptimizer (objective accuracy, one threshold per "
+            f"{' x '.join(a.name for a in attributes if ' x ' not in a.name)} group, randomised between two "
+            f"thresholds), fitted on one half of the {split} rows and applied to the other (2-fold cross-fitting, "
+            "so no row is judged by thresholds fitted on it). Gaps are the worst over the attributes, as above. It "
+            "needs the sensitive attribute at decision time, which the law may not allow; it informs only.")
+    if failed:
+        note += " Could not run: " + "; ".join(failed) + "."
+    return Table("mitigation", title, columns, rows,
+                 caption="Accuracy and gaps of the current model and of group-specific thresholds that "
+                 "ThresholdOptimizer would choose, on held-out halves of the evaluation data."), note
+
+
+def _codes(labels: list[str]) -> np.ndarray:
+    groups = np.asarray(sorted(set(labels)), dtype=object)
+    return np.searchsorted(groups, np.asarray(labels, dtype=object))
+
+
+# -- figures ---------------------------------------------------------------------------------------------------
+def bar_figure(a: Attribute, table: pd.DataFrame, metrics: list[Metric], config: Any) -> Figure:
+    names = [m for m in config.metrics if m != "count"] or ["selection_rate"]
+    ci = {(m.group, m.name): (m.ci_low, m.ci_high) for m in metrics if m.group is not None}
+    ncols = min(3, len(names))
+    nrows = -(-len(names) // ncols)
+    k = len(a.groups)
+    height = 0.6 + nrows * (0.55 + 0.24 * k)
+    with figure(width=7.2, height=min(height, 9.5), nrows=nrows, ncols=ncols, squeeze=False) as (fig, axes):
+        for i, ax in enumerate(axes.flat):
+            if i >= len(names):
+                ax.set_visible(False)
+                continue
+            m = names[i]
+            vals = table[m].to_numpy(dtype=float)
+            lo = np.array([none_to_nan(ci.get((g, m), (None, None))[0]) for g in a.groups])
+            hi = np.array([none_to_nan(ci.get((g, m), (None, None))[1]) for g in a.groups])
+            err = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])
+            err = np.where(np.isfinite(err), err, 0)
+            colors = [PALETTE[0] if ok else PALETTE[5] for ok in a.eligible]
+            y = np.arange(k)
+            ax.barh(y, np.nan_to_num(vals), color=colors, height=0.65, xerr=err,
+                    error_kw={"ecolor": "#333", "lw": 0.8, "capsize": 2})
+            ax.set_yticks(y, [_short(g, a.name) for g in a.groups] if i % ncols == 0 else [""] * k, fontsize=7)
+            ax.invert_yaxis()
+            ax.set_xlim(0, 1.05)
+            line = _threshold_line(ax, m, vals[a.eligible], config)
+            ax.set_title(m.replace("_", " ") + (f"\n(dashed: {line})" if line else ""), fontsize=8)
+            ax.tick_params(axis="x", labelsize=7)
+        data = to_svg(fig)
+    return Figure(f"bars_{_slug(a.name)}", f"Metrics by group: {a.name}", data,
+                  caption=f"Each metric per {a.name} group with its {config.confidence:.0%} bootstrap interval. "
+                  f"Grey bars: groups under {config.min_group_size} rows (not judged). Dashed line: the threshold, "
+                  "relative to the best group (groups left of it make the gap miss its bound).",
+                  alt=f"Horizontal bar charts of {', '.join(names)} for each {a.name} group, with interval whiskers.")
+
+
+def _threshold_line(ax: Any, metric: str, eligible_vals: np.ndarray, config: Any) -> str:
+    """Draw the bound relative to the best group; return its label ('' when none applies)."""
+    v = eligible_vals[np.isfinite(eligible_vals)]
+    if len(v) < 2:
+        return ""
+    t = config.thresholds
+    x = label = None
+    if metric == "selection_rate" and "demographic_parity_ratio" in t and t["demographic_parity_ratio"].min:
+        r = t["demographic_parity_ratio"].min
+        x, label = v.max() * r, f"{r:g} x highest"
+    elif metric == "true_positive_rate":
+        d = _max_of(t, "equal_opportunity_difference") or _max_of(t, "equalized_odds_difference")
+        if d is not None:
+            x, label = v.max() - d, f"highest - {d:g}"
+    elif metric == "false_positive_rate" and _max_of(t, "equalized_odds_difference") is not None:
+        d = _max_of(t, "equalized_odds_difference")
+        x, label = v.max() - d, f"highest - {d:g}"  # type: ignore[operator]
+    if x is None or label is None or x <= 0:
+        return ""
+    ax.axvline(x, color=PALETTE[3], ls="--", lw=1)
+    return label
+
+
+def _max_of(t: dict[str, Threshold], name: str) -> float | None:
+    return t[name].max if name in t else None
+
+
+def heatmap(a: Attribute, names: list[str], columns: dict[str, list[str]], table: pd.DataFrame,
+             config: Any) -> Figure:
+    """Intersectional groups as a grid: the last feature across, the others down; selection rate and TPR."""
+    col_vals = sorted({v.split("=", 1)[1] for v in columns[names[-1]]})
+    row_keys = sorted({" & ".join(t) for t in zip(*(columns[n] for n in names[:-1]), strict=True)})
+    panels = [m for m in ("selection_rate", "true_positive_rate") if m in table]
+    with figure(width=7.2, height=1.4 + 0.45 * len(row_keys), ncols=len(panels), squeeze=False) as (fig, axes):
+        for ax, m in zip(axes.flat, panels, strict=False):
+            grid = np.full((len(row_keys), len(col_vals)), np.nan)
+            for i, rk in enumerate(row_keys):
+                for j, cv in enumerate(col_vals):
+                    g = f"{rk} & {names[-1]}={cv}"
+                    if g in table.index:
+                        grid[i, j] = table.loc[g, m]
+                        n = int(table.loc[g, "count"]) if "count" in table else int(a.sizes[a.groups.index(g)])
+                        small = n < config.min_group_size
+                        txt = "n/a" if not np.isfinite(grid[i, j]) else f"{grid[i, j]:.2f}"
+                        ax.text(j, i, f"{txt}\nn={n}" + ("\n(small)" if small else ""), ha="center", va="center",
+                                fontsize=7, color="#888" if small else ("white" if grid[i, j] > 0.6 else "#222"))
+            ax.imshow(np.ma.masked_invalid(grid), cmap="Blues", vmin=0, vmax=1, aspect="auto")
+            ax.set_xticks(range(len(col_vals)), [f"{names[-1]}={v}" for v in col_vals], fontsize=7)
+            ax.set_yticks(range(len(row_keys)), row_keys, fontsize=7)
+            ax.set_title(m.replace("_", " "), fontsize=8)
+            ax.spines[:].set_visible(False)
+        data = to_svg(fig)
+    return Figure(f"heatmap_{_slug(a.name)}", f"Intersectional groups: {a.name}", data,
+                  caption=f"Selection rate and true positive rate of each combination of {', '.join(names)}, with "
+                  f"its size; groups under {config.min_group_size} rows are greyed and not judged.",
+                  alt=f"Heat map of selection rate and true positive rate over the combinations of {', '.join(names)}.")
+
+
+def _short(group: str, attribute: str) -> str:
+    return group if " x " in attribute else group.split("=", 1)[1]
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_").lower()
+
+
+def finite(x: Any) -> float | None:
+    """``float(x)``, or ``None`` when it is not a finite number."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def none_to_nan(x: float | None) -> float:
+    """``None`` as NaN."""
+    return np.nan if x is None else float(x)

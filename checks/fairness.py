@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -19,14 +20,12 @@ from fairlearn.metrics import (
 )
 from pydantic import Field, field_validator
 from sklearn import metrics as skm
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from audit.context import AuditContext
 from audit.judge import judge_metric
-from audit.plotting import PALETTE, figure, to_svg
 from audit.proxies import MISSING_LABEL, proxy_scores
 from audit.registry import Check, CheckConfig, Requires, register
-from audit.results import CheckResult, Figure, Finding, Metric, Status, Table, Threshold
+from audit.results import CheckResult, Finding, Metric, Status, Table, Threshold
 from checks import _fairness_stats as fs
 
 GroupMetric = Literal["selection_rate", "true_positive_rate", "true_negative_rate", "false_positive_rate",
@@ -88,18 +87,6 @@ class FairnessConfig(CheckConfig):
         return value
 
 
-@dataclass
-class _Attribute:
-    """One way of grouping the rows: a sensitive feature, or the intersection of all of them."""
-
-    name: str                      # "afam" or "afam x single"
-    groups: list[str]              # "afam=yes", "afam=yes & single=no"
-    labels: np.ndarray             # group name of each row
-    members: np.ndarray            # (groups, finest groups) 0/1
-    sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    eligible: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-
-
 @register
 class Fairness(Check[FairnessConfig]):
     """Group fairness with fairlearn: per-group metrics, gaps with intervals and corrections, proxies."""
@@ -147,7 +134,7 @@ class Fairness(Check[FairnessConfig]):
         attributes = [_attribute(n, columns[n], fine_groups, [columns[n][i] for i in _first_rows(fine_codes)])
                       for n in names]
         if config.intersections and len(names) > 1:
-            attributes.append(_Attribute(" x ".join(names), fine_groups, np.asarray(fine_labels, dtype=object),
+            attributes.append(fs.Attribute(" x ".join(names), fine_groups, np.asarray(fine_labels, dtype=object),
                                          np.eye(len(fine_groups))))
         boot = fs.resample_counts(counts, config.n_boot, ctx.rng("fairness.bootstrap"))
         alpha = (1 - config.confidence) / 2
@@ -164,8 +151,11 @@ class Fairness(Check[FairnessConfig]):
             lo, hi = _group_intervals(boot, a, config.metrics, alpha)
             for gi, g in enumerate(a.groups):
                 for mi, m in enumerate(config.metrics):
-                    metrics.append(Metric(m, _num(table.loc[g, m]), group=g, ci_low=_num(lo[gi, mi]),
-                                          ci_high=_num(hi[gi, mi]), description=fs.RATE_DESCRIPTIONS[m]))
+                    has_ci = m != "count"  # the group's size is a fact of the data, not an estimate
+                    metrics.append(Metric(m, fs.finite(table.loc[g, m]), group=g,
+                                          ci_low=fs.finite(lo[gi, mi]) if has_ci else None,
+                                          ci_high=fs.finite(hi[gi, mi]) if has_ci else None,
+                                          description=fs.RATE_DESCRIPTIONS[m]))
 
         gaps = _gaps(attributes, counts, boot, per_group, config, alpha)
         metrics[:0] = _headline(gaps, config)
@@ -175,9 +165,9 @@ class Fairness(Check[FairnessConfig]):
                                     "rows are shown but left out of the judged gaps: " + ", ".join(small) + ".",
                                     evidence=[{"group": s} for s in small[:50]]))
         tables = [_gap_table(gaps, config)]
-        figures = [_bar_figure(a, per_group[a.name], metrics, config) for a in attributes if len(a.groups) > 1]
+        figures = [fs.bar_figure(a, per_group[a.name], metrics, config) for a in attributes if len(a.groups) > 1]
         if config.intersections and len(names) > 1:
-            figures.append(_heatmap(attributes[-1], names, columns, per_group[attributes[-1].name], config))
+            figures.append(fs.heatmap(attributes[-1], names, columns, per_group[attributes[-1].name], config))
 
         if config.proxy_screen:
             proxy_findings, proxy_table, proxy_note = _proxies(ctx, names, config)
@@ -185,7 +175,7 @@ class Fairness(Check[FairnessConfig]):
             tables.append(proxy_table)
             notes.append(proxy_note)
         if config.mitigation == "threshold_optimizer":
-            table, note = _mitigation(ctx, split, attributes, fine_labels, y_pos, pred_pos, config)
+            table, note = fs.mitigation_preview(ctx, split, attributes, fine_labels, y_pos, pred_pos, config)
             tables.append(table)
             notes.append(note)
 
@@ -248,12 +238,12 @@ def _first_rows(codes: np.ndarray) -> np.ndarray:
     return first
 
 
-def _attribute(name: str, labels: list[str], fine_groups: list[str], fine_to_coarse: list[str]) -> _Attribute:
+def _attribute(name: str, labels: list[str], fine_groups: list[str], fine_to_coarse: list[str]) -> fs.Attribute:
     groups = sorted(set(labels))
     index = {g: i for i, g in enumerate(groups)}
     members = np.zeros((len(groups), len(fine_groups)))
     members[[index[c] for c in fine_to_coarse], np.arange(len(fine_groups))] = 1
-    return _Attribute(name, groups, np.asarray(labels, dtype=object), members)
+    return fs.Attribute(name, groups, np.asarray(labels, dtype=object), members)
 
 
 # -- per-group metrics (fairlearn) and their intervals (vectorised bootstrap) --------------------------------------
@@ -268,10 +258,12 @@ def _defined(fn: Any, need: Literal["pos", "neg", "pred", "any"]) -> Any:
     return wrapped
 
 
-_FAIRLEARN = {
+_FAIRLEARN_TPR = _defined(functools.partial(true_positive_rate, pos_label=1), "pos")
+_FAIRLEARN_TNR = _defined(functools.partial(true_negative_rate, pos_label=1), "neg")
+_FAIRLEARN: dict[str, Any] = {
     "selection_rate": _defined(functools.partial(selection_rate, pos_label=1), "any"),
-    "true_positive_rate": _defined(functools.partial(true_positive_rate, pos_label=1), "pos"),
-    "true_negative_rate": _defined(functools.partial(true_negative_rate, pos_label=1), "neg"),
+    "true_positive_rate": _FAIRLEARN_TPR,
+    "true_negative_rate": _FAIRLEARN_TNR,
     "false_positive_rate": _defined(functools.partial(false_positive_rate, pos_label=1), "neg"),
     "false_negative_rate": _defined(functools.partial(false_negative_rate, pos_label=1), "pos"),
     "precision": _defined(functools.partial(skm.precision_score, zero_division=np.nan), "pred"),
@@ -279,12 +271,10 @@ _FAIRLEARN = {
     "balanced_accuracy": lambda y, p: float(np.nanmean([_FAIRLEARN_TPR(y, p), _FAIRLEARN_TNR(y, p)])),
     "count": count,
 }
-_FAIRLEARN_TPR = _FAIRLEARN["true_positive_rate"]
-_FAIRLEARN_TNR = _FAIRLEARN["true_negative_rate"]
 _GAP_RATES = ["selection_rate", "true_positive_rate", "false_positive_rate"]
 
 
-def _metric_frame(y_pos: np.ndarray, pred_pos: np.ndarray, a: _Attribute, names: list[str]) -> pd.DataFrame:
+def _metric_frame(y_pos: np.ndarray, pred_pos: np.ndarray, a: fs.Attribute, names: Sequence[str]) -> pd.DataFrame:
     """The ``MetricFrame.by_group`` (fairlearn) for the attribute: the reported metrics and the gap rates."""
     wanted = list(dict.fromkeys([*names, *_GAP_RATES]))
     with np.errstate(all="ignore"):
@@ -293,7 +283,7 @@ def _metric_frame(y_pos: np.ndarray, pred_pos: np.ndarray, a: _Attribute, names:
     return mf.by_group.reindex(a.groups)
 
 
-def _group_intervals(boot: np.ndarray, a: _Attribute, names: list[str], alpha: float
+def _group_intervals(boot: np.ndarray, a: fs.Attribute, names: Sequence[str], alpha: float
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile intervals ``(groups, metrics)`` of each group metric over the resampled counts."""
     shape = (len(a.groups), len(names))
@@ -328,7 +318,7 @@ _COMPONENT = {"demographic_parity_difference": "selection_rate", "demographic_pa
               "equal_opportunity_difference": "true_positive_rate"}
 
 
-def _gaps(attributes: list[_Attribute], counts: np.ndarray, boot: np.ndarray, per_group: dict[str, pd.DataFrame],
+def _gaps(attributes: list[fs.Attribute], counts: np.ndarray, boot: np.ndarray, per_group: dict[str, pd.DataFrame],
           config: FairnessConfig, alpha: float) -> list[_Gap]:
     out: list[_Gap] = []
     for a in attributes:
@@ -336,7 +326,7 @@ def _gaps(attributes: list[_Attribute], counts: np.ndarray, boot: np.ndarray, pe
         point = fs.disparities(fs.aggregate(counts, a.members), a.eligible)
         samples = fs.disparities(fs.aggregate(boot, a.members), a.eligible) if len(boot) else {}
         for name in fs.DISPARITY_DESCRIPTIONS:
-            value = _num(point[name])
+            value = fs.finite(point[name])
             s = samples.get(name, np.zeros(0))
             component = _COMPONENT.get(name) or _eo_component(table, name)
             best, worst = _extremes(table, component, config.positive_is_favorable)
@@ -430,23 +420,24 @@ def _gap_findings(gaps: list[_Gap]) -> list[Finding]:
 
 
 def _gap_table(gaps: list[_Gap], config: FairnessConfig) -> Table:
-    level = f"{config.confidence:.0%}"
     rows = []
     for g in gaps:
-        ci = "" if g.ci[0] is None else f"[{g.ci[0]:.3f}, {g.ci[1]:.3f}]"
-        jci = "" if g.threshold is None or g.judged_ci[0] is None or g.judged_ci == g.ci else \
-            f"[{g.judged_ci[0]:.3f}, {g.judged_ci[1]:.3f}]"
-        rows.append([g.attribute, g.metric, None if g.value is None else round(g.value, 4), ci, jci,
-                     g.worst, g.best, g.threshold.describe() if g.threshold else "",
-                     "" if g.threshold is None else f"{g.p_adj:.3g}",
-                     g.status.value if g.status else "informative"])
+        judged = g.threshold is not None
+        rows.append([g.attribute, g.metric.replace("_", " "), None if g.value is None else round(g.value, 4),
+                     _ci_text(g.ci), _ci_text(g.judged_ci) if judged else "",
+                     g.threshold.describe() if g.threshold else "", g.status.value if g.status else "informative",
+                     f"{g.worst or 'n/a'} / {g.best or 'n/a'}"])
     return Table("gaps", "Gaps between groups, by attribute",
-                 ["attribute", "gap", "value", f"{level} CI", "corrected CI", "worst-treated", "best-treated",
-                  "threshold", "adjusted p", "status"], rows,
+                 ["attribute", "gap", "value", f"{config.confidence:.0%} CI", "judged CI", "threshold", "status",
+                  "worst- / best-treated (rate)"], rows,
                  caption="Each gap over the groups of one attribute that have at least min_group_size rows. "
-                 "'corrected CI' is the interval judged after the multiple-comparison correction (blank when it "
-                 "equals the plain one); 'adjusted p' is the corrected one-sided bootstrap p-value that the "
-                 "bound lies on the other side of the estimate.")
+                 "'judged CI' is the interval the status is decided on: the plain one widened by the "
+                 "multiple-comparison correction (see the method notes; the adjusted p-values are in the findings' "
+                 "evidence).")
+
+
+def _ci_text(ci: tuple[float | None, float | None]) -> str:
+    return "" if ci[0] is None or ci[1] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 # -- proxies, mitigation ---------------------------------------------------------------------------------------
@@ -462,200 +453,18 @@ def _proxies(ctx: AuditContext, names: list[str], config: FairnessConfig) -> tup
                                    "mutual_info": round(r.mutual_info, 4)}])
                 for r in strong.itertuples()]
     rows = [[r.feature, r.sensitive, round(r.auc, 3), round(r.mutual_info, 4),
-             "strong proxy" if r.auc >= config.proxy_auc else ""] for r in scores.head(20).itertuples()]
+             "strong proxy" if r.auc >= config.proxy_auc else ""] for r in scores.head(10).itertuples()]
     table = Table("proxies", "Proxy screen: how well each feature predicts a sensitive attribute",
                   ["feature", "sensitive", "AUC", "normalised MI", ""], rows,
-                  caption=f"Strongest 20 of {len(scores)} pairs. A strong proxy has AUC >= {config.proxy_auc:g}.")
+                  caption=f"Strongest 10 of {len(scores)} pairs; a strong proxy has AUC >= {config.proxy_auc:g} "
+                  "(each one is also a finding).")
     note = (scores.attrs.get("method", "Proxy screen.") + f" Split: {scores.attrs.get('split')}. "
             f"{len(strong)} strong proxies (AUC >= {config.proxy_auc:g}).")
     return findings, table, note
 
 
-class _ScoreColumn(ClassifierMixin, BaseEstimator):
-    """A "fitted" estimator whose P(positive) is its single input column (for ThresholdOptimizer, prefit)."""
-
-    classes_ = np.array([0, 1])
-
-    def __sklearn_is_fitted__(self) -> bool:
-        """Always fitted: there is nothing to learn."""
-        return True
-
-    def fit(self, X: Any, y: Any) -> _ScoreColumn:  # noqa: N803 - scikit-learn's names
-        """Nothing to fit."""
-        return self
-
-    def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
-        """``[1 - s, s]`` for the score column ``s`` (as float64: ThresholdOptimizer fails on float32)."""
-        s = np.asarray(X, dtype=np.float64)[:, 0]
-        return np.column_stack([1 - s, s])
-
-
-def _mitigation(ctx: AuditContext, split: str, attributes: list[_Attribute], fine_labels: list[str],
-                y_pos: np.ndarray, pred_pos: np.ndarray, config: FairnessConfig) -> tuple[Table, str]:
-    """Before/after table of fairlearn's ThresholdOptimizer, 2-fold cross-fitted on the evaluation rows."""
-    from fairlearn.postprocessing import ThresholdOptimizer
-    from sklearn.model_selection import StratifiedKFold
-
-    columns = ["model", "accuracy", *[m for m in fs.DISPARITY_DESCRIPTIONS]]
-    title = "Mitigation preview: fairlearn ThresholdOptimizer (informs only; no model is changed)"
-    proba = ctx.proba(split)
-    if proba is None:
-        return Table("mitigation", title, columns, []), "Mitigation preview skipped: the model gives no " \
-            "probabilities, and ThresholdOptimizer needs scores."
-    score = pd.DataFrame({"score": np.asarray(proba[:, ctx.positive_index], dtype=np.float64)})
-    sens = pd.Series(fine_labels, name="group")
-    y = y_pos.astype(int)
-    rng = ctx.rng("fairness.mitigation")
-
-    def row(label: str, pred: np.ndarray) -> list[Any]:
-        worst: dict[str, float | None] = {}
-        for a in attributes:
-            counts = fs.aggregate(fs.confusion_counts(_codes(fine_labels), len(a.members[0]), y_pos, pred),
-                                  a.members)
-            for name, v in fs.disparities(counts, a.eligible).items():
-                v = _num(v)
-                old = worst.get(name)
-                if v is not None and (old is None or (v < old if name.endswith("ratio") else v > old)):
-                    worst[name] = v
-        return [label, round(float(np.mean(pred == y_pos)), 4),
-                *[None if worst.get(m) is None else round(worst[m], 4) for m in fs.DISPARITY_DESCRIPTIONS]]
-
-    rows = [row("current model", pred_pos)]
-    failed = []
-    folds = list(StratifiedKFold(2, shuffle=True, random_state=int(rng.integers(2**31 - 1))).split(score, y))
-    for constraint in ("demographic_parity", "equalized_odds"):
-        pred = np.zeros(len(y), dtype=bool)
-        try:
-            for fit_idx, eval_idx in folds:
-                opt = ThresholdOptimizer(estimator=_ScoreColumn(), constraints=constraint, objective="accuracy_score",
-                                         prefit=True, predict_method="predict_proba")
-                opt.fit(score.iloc[fit_idx], y[fit_idx], sensitive_features=sens.iloc[fit_idx])
-                pred[eval_idx] = opt.predict(score.iloc[eval_idx], sensitive_features=sens.iloc[eval_idx],
-                                             random_state=int(rng.integers(2**31 - 1))).astype(bool)
-        except Exception as exc:  # noqa: BLE001 - a preview that cannot be made is reported, not fatal
-            failed.append(f"{constraint}: {type(exc).__name__}: {exc}")
-            continue
-        rows.append(row(f"ThresholdOptimizer({constraint})", pred))
-    note = ("Mitigation preview: fairlearn ThresholdOptimizer (objective accuracy, one threshold per "
-            f"{' x '.join(a.name for a in attributes if ' x ' not in a.name)} group, randomised between two "
-            f"thresholds), fitted on one half of the {split} rows and applied to the other (2-fold cross-fitting, "
-            "so no row is judged by thresholds fitted on it). Gaps are the worst over the attributes, as above. It "
-            "needs the sensitive attribute at decision time, which the law may not allow; it informs only.")
-    if failed:
-        note += " Could not run: " + "; ".join(failed) + "."
-    return Table("mitigation", title, columns, rows,
-                 caption="Accuracy and gaps of the current model and of group-specific thresholds that "
-                 "ThresholdOptimizer would choose, on held-out halves of the evaluation data."), note
-
-
-def _codes(labels: list[str]) -> np.ndarray:
-    groups = np.asarray(sorted(set(labels)), dtype=object)
-    return np.searchsorted(groups, np.asarray(labels, dtype=object))
-
-
-# -- figures ---------------------------------------------------------------------------------------------------
-def _bar_figure(a: _Attribute, table: pd.DataFrame, metrics: list[Metric], config: FairnessConfig) -> Figure:
-    names = [m for m in config.metrics if m != "count"] or ["selection_rate"]
-    ci = {(m.group, m.name): (m.ci_low, m.ci_high) for m in metrics if m.group is not None}
-    ncols = min(3, len(names))
-    nrows = -(-len(names) // ncols)
-    k = len(a.groups)
-    height = 0.6 + nrows * (0.55 + 0.24 * k)
-    with figure(width=7.2, height=min(height, 9.5), nrows=nrows, ncols=ncols, squeeze=False) as (fig, axes):
-        for i, ax in enumerate(axes.flat):
-            if i >= len(names):
-                ax.set_visible(False)
-                continue
-            m = names[i]
-            vals = table[m].to_numpy(dtype=float)
-            lo = np.array([_nan(ci.get((g, m), (None, None))[0]) for g in a.groups])
-            hi = np.array([_nan(ci.get((g, m), (None, None))[1]) for g in a.groups])
-            err = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])
-            err = np.where(np.isfinite(err), err, 0)
-            colors = [PALETTE[0] if ok else PALETTE[5] for ok in a.eligible]
-            y = np.arange(k)
-            ax.barh(y, np.nan_to_num(vals), color=colors, height=0.65, xerr=err,
-                    error_kw={"ecolor": "#333", "lw": 0.8, "capsize": 2})
-            ax.set_yticks(y, [_short(g, a.name) for g in a.groups] if i % ncols == 0 else [""] * k, fontsize=7)
-            ax.invert_yaxis()
-            ax.set_xlim(0, 1.05)
-            ax.set_title(m.replace("_", " "), fontsize=8)
-            ax.tick_params(axis="x", labelsize=7)
-            _threshold_line(ax, m, vals[a.eligible], config)
-        data = to_svg(fig)
-    return Figure(f"bars_{_slug(a.name)}", f"Metrics by group: {a.name}", data,
-                  caption=f"Each metric per {a.name} group with its {config.confidence:.0%} bootstrap interval. "
-                  f"Grey bars: groups under {config.min_group_size} rows (not judged). Dashed line: the threshold, "
-                  "relative to the best group (groups left of it make the gap miss its bound).",
-                  alt=f"Horizontal bar charts of {', '.join(names)} for each {a.name} group, with interval whiskers.")
-
-
-def _threshold_line(ax: Any, metric: str, eligible_vals: np.ndarray, config: FairnessConfig) -> None:
-    v = eligible_vals[np.isfinite(eligible_vals)]
-    if len(v) < 2:
-        return
-    t = config.thresholds
-    x = label = None
-    if metric == "selection_rate" and "demographic_parity_ratio" in t and t["demographic_parity_ratio"].min:
-        r = t["demographic_parity_ratio"].min
-        x, label = v.max() * r, f"{r:g} x highest"
-    elif metric == "true_positive_rate":
-        d = _max_of(t, "equal_opportunity_difference") or _max_of(t, "equalized_odds_difference")
-        if d is not None:
-            x, label = v.max() - d, f"highest - {d:g}"
-    elif metric == "false_positive_rate" and _max_of(t, "equalized_odds_difference") is not None:
-        d = _max_of(t, "equalized_odds_difference")
-        x, label = v.max() - d, f"highest - {d:g}"  # type: ignore[operator]
-    if x is not None:
-        ax.axvline(x, color=PALETTE[3], ls="--", lw=1)
-        ax.text(x, -0.9, label, color=PALETTE[3], fontsize=6, ha="center", va="bottom")
-
-
-def _max_of(t: dict[str, Threshold], name: str) -> float | None:
-    return t[name].max if name in t else None
-
-
-def _heatmap(a: _Attribute, names: list[str], columns: dict[str, list[str]], table: pd.DataFrame,
-             config: FairnessConfig) -> Figure:
-    """Intersectional groups as a grid: the last feature across, the others down; selection rate and TPR."""
-    col_vals = sorted({v.split("=", 1)[1] for v in columns[names[-1]]})
-    row_keys = sorted({" & ".join(t) for t in zip(*(columns[n] for n in names[:-1]), strict=True)})
-    panels = [m for m in ("selection_rate", "true_positive_rate") if m in table]
-    with figure(width=7.2, height=1.4 + 0.45 * len(row_keys), ncols=len(panels), squeeze=False) as (fig, axes):
-        for ax, m in zip(axes.flat, panels, strict=False):
-            grid = np.full((len(row_keys), len(col_vals)), np.nan)
-            for i, rk in enumerate(row_keys):
-                for j, cv in enumerate(col_vals):
-                    g = f"{rk} & {names[-1]}={cv}"
-                    if g in table.index:
-                        grid[i, j] = table.loc[g, m]
-                        n = int(table.loc[g, "count"]) if "count" in table else int(a.sizes[a.groups.index(g)])
-                        small = n < config.min_group_size
-                        txt = "n/a" if not np.isfinite(grid[i, j]) else f"{grid[i, j]:.2f}"
-                        ax.text(j, i, f"{txt}\nn={n}" + ("\n(small)" if small else ""), ha="center", va="center",
-                                fontsize=7, color="#888" if small else ("white" if grid[i, j] > 0.6 else "#222"))
-            ax.imshow(np.ma.masked_invalid(grid), cmap="Blues", vmin=0, vmax=1, aspect="auto")
-            ax.set_xticks(range(len(col_vals)), [f"{names[-1]}={v}" for v in col_vals], fontsize=7)
-            ax.set_yticks(range(len(row_keys)), row_keys, fontsize=7)
-            ax.set_title(m.replace("_", " "), fontsize=8)
-            ax.spines[:].set_visible(False)
-        data = to_svg(fig)
-    return Figure(f"heatmap_{_slug(a.name)}", f"Intersectional groups: {a.name}", data,
-                  caption=f"Selection rate and true positive rate of each combination of {', '.join(names)}, with "
-                  f"its size; groups under {config.min_group_size} rows are greyed and not judged.",
-                  alt=f"Heat map of selection rate and true positive rate over the combinations of {', '.join(names)}.")
-
-
-def _short(group: str, attribute: str) -> str:
-    return group if " x " in attribute else group.split("=", 1)[1]
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_").lower()
-
-
 # -- notes and helpers -----------------------------------------------------------------------------------------
-def _method_notes(attributes: list[_Attribute], config: FairnessConfig, n: int, small: list[str]) -> list[str]:
+def _method_notes(attributes: list[fs.Attribute], config: FairnessConfig, n: int, small: list[str]) -> list[str]:
     notes = [f"Per-group metrics: fairlearn MetricFrame ({len(attributes)} attribute(s): "
              + ", ".join(f"{a.name} with {len(a.groups)} groups" for a in attributes) + "). Rates whose "
              "denominator is empty in a group (e.g. true positive rate without positives) are undefined (n/a), "
@@ -676,16 +485,3 @@ def _method_notes(attributes: list[_Attribute], config: FairnessConfig, n: int, 
     if small:
         notes.append(f"Groups too small to judge (under {config.min_group_size} rows): {len(small)}.")
     return notes
-
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if np.isfinite(v) else None
-
-
-def _nan(x: float | None) -> float:
-    return np.nan if x is None else float(x)
-
