@@ -91,7 +91,7 @@ def _policy(folder: Path, model: dict[str, Any] | None = None, data: dict[str, A
         "model": {"path": "model.pt", "architecture": "torchnet:Net", "init_kwargs": {"n_classes": 3},
                   "task": "multiclass_classification", **(model or {})},
         "data": data or {"test": "test.npz", "preprocess": {"size": 8, "mean": 0.5, "std": 0.25}},
-        "checks": ["performance"],
+        "checks": {"performance": {"n_boot": 20}},
         "report": {"formats": ["json"]},
     }
     path = folder / "policy.yaml"
