@@ -164,7 +164,7 @@ class Fairness(Check[FairnessConfig]):
             findings.append(Finding("info", f"{len(small)} group(s) under min_group_size = {config.min_group_size} "
                                     "rows are shown but left out of the judged gaps: " + ", ".join(small) + ".",
                                     evidence=[{"group": s} for s in small[:50]]))
-        tables = [_gap_table(gaps, config)]
+        tables = [_gap_table(gaps, config), _extremes_table(attributes, per_group, config)]
         figures = [fs.bar_figure(a, per_group[a.name], metrics, config) for a in attributes if len(a.groups) > 1]
         if config.intersections and len(names) > 1:
             figures.append(fs.heatmap(attributes[-1], names, columns, per_group[attributes[-1].name], config))
@@ -425,15 +425,31 @@ def _gap_table(gaps: list[_Gap], config: FairnessConfig) -> Table:
         judged = g.threshold is not None
         rows.append([g.attribute, g.metric.replace("_", " "), None if g.value is None else round(g.value, 4),
                      _ci_text(g.ci), _ci_text(g.judged_ci) if judged else "",
-                     g.threshold.describe() if g.threshold else "", g.status.value if g.status else "informative",
-                     f"{g.worst or 'n/a'} / {g.best or 'n/a'}"])
+                     g.threshold.describe() if g.threshold else "", g.status.value if g.status else "informative"])
     return Table("gaps", "Gaps between groups, by attribute",
-                 ["attribute", "gap", "value", f"{config.confidence:.0%} CI", "judged CI", "threshold", "status",
-                  "worst- / best-treated (rate)"], rows,
+                 ["attribute", "gap", "value", f"{config.confidence:.0%} CI", "judged CI", "threshold", "status"], rows,
                  caption="Each gap over the groups of one attribute that have at least min_group_size rows. "
                  "'judged CI' is the interval the status is decided on: the plain one widened by the "
                  "multiple-comparison correction (see the method notes; the adjusted p-values are in the findings' "
                  "evidence).")
+
+
+def _extremes_table(attributes: list[fs.Attribute], per_group: dict[str, pd.DataFrame],
+                    config: FairnessConfig) -> Table:
+    """Worst- and best-treated group of each attribute on each rate the gaps are made of."""
+    rows = []
+    for a in attributes:
+        table = per_group[a.name].loc[np.asarray(a.groups)[a.eligible]]
+        for rate in _GAP_RATES:
+            best, worst = _extremes(table, rate, config.positive_is_favorable)
+            if worst:
+                rows.append([a.name, rate.replace("_", " "), worst, best])
+    side = "lowest" if config.positive_is_favorable else "highest"
+    return Table("treated", "Worst- and best-treated groups", ["attribute", "rate", "worst-treated", "best-treated"],
+                 rows, caption=f"Among groups with at least {config.min_group_size} rows; worst-treated has the "
+                 f"{side} rate (the positive prediction is {'' if config.positive_is_favorable else 'not '}the "
+                 "favourable outcome: positive_is_favorable). Demographic parity gaps are made of selection rates, "
+                 "equal opportunity of true positive rates, equalized odds of true and false positive rates.")
 
 
 def _ci_text(ci: tuple[float | None, float | None]) -> str:

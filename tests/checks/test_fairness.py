@@ -85,6 +85,14 @@ def test_known_answers_by_hand() -> None:
     assert any("sex: demographic_parity_ratio = 0.500, required >= 0.8" in f.message for f in check.findings)
 
 
+def test_worst_treated_follows_which_outcome_is_favourable() -> None:
+    low, high = "sex=M (0.250)", "sex=F (0.500)"
+    for favourable, worst, best in [(True, low, high), (False, high, low)]:
+        check = _run(TINY, ["sex"], n_boot=0, min_group_size=1, positive_is_favorable=favourable)
+        treated = next(t for t in check.tables if t.id == "treated")
+        assert treated.rows[0] == ["sex", "selection rate", worst, best]
+
+
 def test_disparities_equal_fairlearn_functions() -> None:
     rng = np.random.default_rng(4)
     n = 600
