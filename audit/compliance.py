@@ -52,6 +52,16 @@ def frameworks_dir() -> Path:
 FRAMEWORKS_DIR = _SOURCE_DIR
 
 
+class FrameworkError(PolicyError):
+    """A framework file is invalid; holds every issue, each with ``file:line:col``."""
+
+    def __init__(self, issues: list[Issue]):
+        super().__init__(issues)
+        n = len(self.issues)
+        head = f"the framework file has {n} problem{'s' if n != 1 else ''}:"
+        Exception.__init__(self, "\n".join([head, *(f"  {i}" for i in self.issues)]))
+
+
 # --------------------------------------------------------------------------- the schema
 
 
@@ -64,6 +74,7 @@ class ObligationText(_Strict):
 
     text: str = Field(..., min_length=1, description="The paraphrase, translated.")
     attach: str | None = Field(None, description="What to attach, translated.")
+    ref: str | None = Field(None, description="The reference, translated (default: the English one).")
 
 
 class Obligation(_Strict):
@@ -98,12 +109,12 @@ class Obligation(_Strict):
                 raise ValueError(f"evidence entries are 'check_id' or 'check_id.metric'; got {ev!r}")
         return value
 
-    def localized(self, language: str) -> tuple[str, str | None]:
-        """``(text, attach)`` in ``language``, falling back to English."""
+    def localized(self, language: str) -> tuple[str, str | None, str]:
+        """``(text, attach, ref)`` in ``language``, falling back to English."""
         tr = self.translations.get(language)
         if tr is None:
-            return self.text, self.attach
-        return tr.text, tr.attach or self.attach
+            return self.text, self.attach, self.ref
+        return tr.text, tr.attach or self.attach, tr.ref or self.ref
 
 
 class Framework(_Strict):
@@ -141,33 +152,33 @@ def load_framework_file(path: str | Path) -> Framework:
 
     Raises
     ------
-    PolicyError
-        With one issue per problem, each naming ``file:line:col``.
+    FrameworkError
+        A ``PolicyError`` with one issue per problem, each naming ``file:line:col``.
     """
     from audit.policy import _issues_from_validation  # the policy's own error locator, reused
     from audit.yamlpos import load_located
 
     path = Path(path)
     if not path.is_file():
-        raise PolicyError([Issue(str(path), "", "framework file not found")])
+        raise FrameworkError([Issue(str(path), "", "framework file not found")])
     try:
         located = load_located(path.read_text(encoding="utf-8"), source=str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise PolicyError([Issue(where, "", f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
+        raise FrameworkError([Issue(where, "", f"not valid YAML: {getattr(exc, 'problem', None) or exc}")]) from None
     issues = [Issue(f"{located.source}:{line}:{col}", ".".join(map(str, p)), "key given twice; keep one")
               for p, (line, col) in located.duplicates]
     if not isinstance(located.data, dict):
-        raise PolicyError([Issue(str(path), "", "a framework file is a mapping with keys framework, title, "
+        raise FrameworkError([Issue(str(path), "", "a framework file is a mapping with keys framework, title, "
                                  "obligations")])
     try:
         fw = Framework.model_validate(located.data)
     except ValidationError as exc:
         issues.extend(_issues_from_validation(exc, located, Framework, ()))
-        raise PolicyError(issues) from None
+        raise FrameworkError(issues) from None
     if issues:
-        raise PolicyError(issues)
+        raise FrameworkError(issues)
     return fw
 
 
@@ -326,8 +337,8 @@ def assess(checks: Iterable[CheckResult], frameworks: Sequence[Framework],
             else:
                 status, basis = "met", "all_evidence_passed"
             counts[status] += 1
-            text, attach = ob.localized(language)
-            rows.append({"id": ob.id, "ref": ob.ref, "text": text, "automatable": ob.automatable,
+            text, attach, ref = ob.localized(language)
+            rows.append({"id": ob.id, "ref": ref, "text": text, "automatable": ob.automatable,
                          "attach": attach, "status": status, "basis": basis, "evidence": found,
                          "missing": missing})
         out.append({"id": fw.framework, "title": fw.localized_title(language), "obligations": rows})

@@ -47,9 +47,15 @@ _BASIS = {
     "needs_review": "The checks ran and passed; a person must complete the evidence.",
     "all_evidence_passed": "Every check that serves it ran and passed.",
 }
+_MONO_KEYS = ("sha", "hash", "path", "command", "file", "commit")
 _LABELS = {"sha256": "SHA-256", "python": "Python", "started_at": "Started", "finished_at": "Finished",
            "duration_s": "Duration"}
-_MONO_KEYS = ("sha", "hash", "path", "command", "file", "commit")
+#: Texts the view model passes through the translator besides the literal t("...") calls: the catalogue of
+#: every report language must hold them (tests/report/test_compliance_report.py).
+FIXED_TEXTS = (*(s.value.upper() for s in Status), *_SEVERITY.values(), *_BASIS.values(), *STATUS_LABELS.values(),
+               "System", "Owner", "Model version", "Intended purpose", "Risk category", "Task", "Target",
+               "Sensitive features", "Frameworks", "Audit date", "Policy", "Gate", "Exit code", "prohibited", "high",
+               "limited", "minimal", "binary_classification", "multiclass_classification", *_LABELS.values())
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
