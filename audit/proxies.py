@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_ROWS", "MISSING_LABEL", "proxy_scores", "score_proxies"]
 
-MAX_ROWS = 20_000
+MAX_ROWS = 10_000
 """Rows used at most (a seeded random subsample beyond this): enough for AUCs to two decimals."""
 MISSING_LABEL = "(missing)"
 """Name of the group of rows whose sensitive value is missing (a group of its own, never dropped)."""
@@ -94,7 +94,7 @@ def score_proxies(features: pd.DataFrame, sensitive: pd.DataFrame, *, rng: np.ra
         10 distinct values is cut into quintiles.
     rng : numpy.random.Generator
         The only source of randomness (subsample, fold assignment, the estimator's jitter).
-    max_rows : int, default 20000
+    max_rows : int, default 10000
         Rows used at most; a seeded random subsample beyond this.
 
     Returns
