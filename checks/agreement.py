@@ -172,9 +172,9 @@ def _figure(features: list[str], rows: np.ndarray, worst: np.ndarray, a: np.ndar
             sa: Attributions, la: Attributions, corr: np.ndarray) -> Figure:
     n = len(worst)
     m = min(8, a.shape[1])
-    with figure(width=3.0 * n + 0.6, height=0.9 + 0.32 * m, ncols=n, squeeze=False) as (fig, axes):
+    with figure(width=6.0, height=n * (0.7 + 0.3 * m), nrows=n, squeeze=False) as (fig, axes):
         for col, i in enumerate(worst):
-            ax = axes[0, col]
+            ax = axes[col, 0]
             order = sorted(set(top_k(a[i], m)) | set(top_k(b[i], m)), key=lambda j: -abs(a[i, j]))[:m]
             y = np.arange(len(order))[::-1]
             na = a[i, order] / (np.abs(a[i]).max() or 1)
@@ -182,12 +182,12 @@ def _figure(features: list[str], rows: np.ndarray, worst: np.ndarray, a: np.ndar
             ax.barh(y + 0.2, na, height=0.38, color=PALETTE[0], label="SHAP")
             ax.barh(y - 0.2, nb, height=0.38, color=PALETTE[1], label="LIME")
             ax.axvline(0, color="#999", lw=0.8)
-            ax.set_yticks(y, [features[j] for j in order], fontsize=7)
+            ax.set_yticks(y, [features[j] for j in order])
             ax.set_xlim(-1.05, 1.05)
             c = "n/a" if np.isnan(corr[i]) else f"{corr[i]:.2f}"
             ax.set_title(f"row {int(rows[i])} (rank corr. {c})", fontsize=8)
-            ax.set_xlabel("attribution / row's largest |attribution|", fontsize=7)
-        axes[0, 0].legend(frameon=False, fontsize=7, loc="lower right")
+        axes[-1, 0].set_xlabel("attribution / the row's largest |attribution|")
+        axes[0, 0].legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         data = to_svg(fig)
     return Figure("agreement_worst", "Where SHAP and LIME disagree most", data,
                   caption=f"SHAP values ({sa.explainer.split(' ')[0]}) and LIME weights for the {n} rows with the "

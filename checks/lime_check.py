@@ -144,7 +144,8 @@ def _row_table(ctx: AuditContext, att: Attributions, jac: np.ndarray, spread: np
 
 def _global_figure(features: list[str], att: Attributions, config: LimeConfig) -> Figure:
     runs = att.runs
-    assert runs is not None
+    if runs is None:
+        raise ValueError("the LIME attributions lack their per-seed runs")
     per_run = np.abs(runs).mean(axis=1)  # (n_runs, n_features)
     mean, sd = per_run.mean(axis=0), per_run.std(axis=0)
     order = np.argsort(-mean, kind="stable")[:15]
@@ -164,7 +165,8 @@ def _global_figure(features: list[str], att: Attributions, config: LimeConfig) -
 
 def _runs_figure(features: list[str], att: Attributions, i: int, jac: float) -> Figure:
     runs = att.runs
-    assert runs is not None
+    if runs is None:
+        raise ValueError("the LIME attributions lack their per-seed runs")
     w = runs[:, i, :]  # (n_runs, n_features)
     order = np.argsort(-np.abs(w).mean(axis=0), kind="stable")[:12]
     with figure(width=6.0, height=0.8 + 0.3 * len(order)) as (fig, ax):
@@ -175,7 +177,7 @@ def _runs_figure(features: list[str], att: Attributions, i: int, jac: float) -> 
         ax.axvline(0, color="#999", lw=0.8)
         ax.set_yticks(y, [features[j] for j in order])
         ax.set_xlabel(f"LIME weight ({att.output_label})")
-        ax.legend(frameon=False, fontsize=7, loc="lower right")
+        ax.legend(frameon=False, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         data = to_svg(fig)
     row = int(att.rows[i])
     return Figure("lime_least_stable", f"Least stable row ({row}): weights under each seed", data,

@@ -14,6 +14,7 @@ from audit.results import CheckResult, Figure, Finding, Metric, Table
 from checks._explain import Attributions, ShapParams, params_for, rank_of, shap_attributions
 
 _D = ShapParams()
+DEFAULT_PROXY_AUC = 0.7  # the fairness check's default: a feature flagged there counts here
 
 METRICS = {
     "best_sensitive_rank": "Best (smallest) rank that any sensitive feature reaches among the model's features by "
@@ -48,9 +49,10 @@ class ShapConfig(CheckConfig):
     waterfalls: bool = Field(
         True, description="Draw waterfall plots for the rows the check picks: highest and lowest score and the "
         "most confident errors.")
-    proxy_auc: float = Field(
-        0.75, gt=0.5, le=1.0, description="A feature whose one-feature AUC for predicting a sensitive attribute "
-        "(audit.proxies) is at least this counts as its proxy in sensitive_share (the fairness check's meaning).")
+    proxy_auc: float | None = Field(
+        None, gt=0.5, le=1.0, description="A feature whose one-feature AUC for predicting a sensitive attribute "
+        "(audit.proxies) is at least this counts as its proxy in sensitive_share. Default: the fairness check's "
+        f"proxy_auc when the policy runs it (the proxies it flags), else {DEFAULT_PROXY_AUC}.")
     max_display: int = Field(12, ge=1, le=50, description="Features shown in the plots (the rest are summed).")
 
 
@@ -117,7 +119,7 @@ class Shap(Check[ShapConfig]):
             j = features.index(f)
             s = importance[j] / total if total > 0 else 0.0
             findings.append(Finding("info", f"{f!r} is a proxy of sensitive {s_name!r} (AUC {auc:.2f} >= proxy_auc "
-                                    f"{config.proxy_auc}): rank {ranks[j]}, {s:.1%} of the total mean |SHAP|",
+                                    f"{proxy_auc(ctx, config)}): rank {ranks[j]}, {s:.1%} of the total mean |SHAP|",
                                     metric="sensitive_share",
                                     evidence=[{"feature": f, "sensitive": s_name, "auc": auc, "rank": int(ranks[j]),
                                                "share": s}]))
@@ -162,17 +164,34 @@ def _proxies(ctx: AuditContext, config: ShapConfig, sensitive: list[str]) -> tup
         return {}, ""
     from audit.proxies import proxy_scores
 
+    bar = proxy_auc(ctx, config)
     scores = proxy_scores(ctx)
     found: dict[str, tuple[str, float]] = {}
     for rec in scores.itertuples(index=False):
         if rec.feature in sensitive or rec.feature not in ctx.features or not np.isfinite(rec.auc):
             continue
-        if rec.auc >= config.proxy_auc and (rec.feature not in found or rec.auc > found[rec.feature][1]):
+        if rec.auc >= bar and (rec.feature not in found or rec.auc > found[rec.feature][1]):
             found[rec.feature] = (rec.sensitive, float(rec.auc))
     method = scores.attrs.get("method", "")
-    note = (f"Proxies: features with a one-feature AUC >= {config.proxy_auc} for a sensitive attribute count "
-            f"towards sensitive_share ({len(found)} found: {', '.join(found) or 'none'}). {method}")
+    source = "shap.proxy_auc" if config.proxy_auc is not None else (
+        "the fairness check's proxy_auc" if "fairness" in ctx.loaded_policy.configs else "the default")
+    candidates = scores[scores["feature"].isin(ctx.features) & ~scores["feature"].isin(sensitive)]
+    strongest = ""
+    if len(candidates) and np.isfinite(candidates["auc"].iloc[0]):
+        top = candidates.iloc[0]
+        strongest = f" Strongest pair: {top['feature']!r} for {top['sensitive']!r}, AUC {top['auc']:.2f}."
+    note = (f"Proxies: features with a one-feature AUC >= {bar} ({source}) for a sensitive attribute count "
+            f"towards sensitive_share ({len(found)} found: {', '.join(found) or 'none'}).{strongest} {method}")
     return found, note
+
+
+def proxy_auc(ctx: AuditContext, config: ShapConfig) -> float:
+    """The proxy AUC bar: the option, else the fairness check's in this policy, else the default."""
+    if config.proxy_auc is not None:
+        return config.proxy_auc
+    fairness = ctx.loaded_policy.configs.get("fairness")
+    value = getattr(fairness, "proxy_auc", None)
+    return float(value) if isinstance(value, int | float) else DEFAULT_PROXY_AUC
 
 
 def _flag(feature: str, sensitive: list[str], proxies: dict[str, tuple[str, float]]) -> str:
@@ -220,6 +239,8 @@ def _beeswarm(ctx: AuditContext, att: Attributions, importance: np.ndarray, k: i
             v = att.values[keep, j]
             x = X.iloc[keep, j].to_numpy(dtype=float)
             lo, hi = np.nanpercentile(x, [5, 95]) if np.isfinite(x).any() else (0.0, 1.0)
+            if hi <= lo and np.isfinite(x).any():  # a rare value (a 0/1 flag): colour by the full range
+                lo, hi = np.nanmin(x), np.nanmax(x)
             c = np.clip((x - lo) / (hi - lo), 0, 1) if hi > lo else np.full(len(x), 0.5)
             y = pos + _swarm_offsets(v, rng)
             sc = ax.scatter(v, y, c=c, cmap="coolwarm", vmin=0, vmax=1, s=6, linewidths=0, rasterized=True)
@@ -302,10 +323,11 @@ def _waterfall(ctx: AuditContext, att: Attributions, i: int, why: str, k: int) -
         ax.axvline(base, color="#999", lw=0.8, ls="--")
         ax.axvline(att.output[i], color="#222", lw=0.8)
         ax.set_yticks(range(len(labels)), labels)
+        ax.margins(x=0.12)  # room for the value labels
         ax.set_xlabel(f"{att.output_label}: base {base:.3g} -> output {att.output[i]:.3g}")
         data = to_svg(fig)
     y_true = ctx.y(att.split)[row]
-    return Figure(f"shap_waterfall_row{row}", f"Why row {row} scored {att.output[i]:.3g} ({why})", data,
+    return Figure(f"shap_waterfall_row{row}", f"Row {row}, {why}: {att.output_label} {att.output[i]:.3g}", data,
                   caption=f"Row {row} of the {att.split} split (true label {y_true!r}): from the base value (dashed, "
                   "the average output) each feature's SHAP value moves the score up (red) or down (blue) to the "
                   "model's output (solid line).",
