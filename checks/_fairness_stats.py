@@ -266,8 +266,8 @@ def mitigation_preview(ctx: Any, split: str, attributes: list[Attribute], fine_l
                 v, old = finite(value), worst.get(name)
                 if v is not None and (old is None or (v < old if name.endswith("ratio") else v > old)):
                     worst[name] = v
-        return [label, round(float(np.mean(pred == y_pos)), 4),
-                *[round(worst[m], 4) if m in worst else None for m in DISPARITY_DESCRIPTIONS]]
+        return [label, round(float(np.mean(pred == y_pos)), 3),
+                *[round(worst[m], 3) if m in worst else None for m in DISPARITY_DESCRIPTIONS]]
 
     codes, n_fine = _codes(fine_labels), len(set(fine_labels))
     rows = [row("current model", pred_pos)]

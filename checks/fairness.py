@@ -423,7 +423,7 @@ def _gap_table(gaps: list[_Gap], config: FairnessConfig) -> Table:
     rows = []
     for g in gaps:
         judged = g.threshold is not None
-        rows.append([g.attribute, g.metric.replace("_", " "), None if g.value is None else round(g.value, 4),
+        rows.append([g.attribute, g.metric.replace("_", " "), None if g.value is None else round(g.value, 3),
                      _ci_text(g.ci), _ci_text(g.judged_ci) if judged else "",
                      g.threshold.describe() if g.threshold else "", g.status.value if g.status else "informative"])
     return Table("gaps", "Gaps between groups, by attribute",
@@ -497,7 +497,7 @@ def _method_notes(attributes: list[fs.Attribute], config: FairnessConfig, n: int
                 "bh": "Benjamini-Hochberg (1995), false discovery rate"}[config.correction]
         notes.append(f"Multiple comparisons: each judged gap is tested on {len(attributes)} attributes; the "
                      f"one-sided bootstrap p-values are adjusted with {name}, and the interval judged is the "
-                     "percentile interval at the correspondingly widened level (shown as 'corrected CI').")
+                     "percentile interval at the correspondingly widened level (shown as 'judged CI').")
     if small:
         notes.append(f"Groups too small to judge (under {config.min_group_size} rows): {len(small)}.")
     return notes
