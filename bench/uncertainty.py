@@ -108,19 +108,27 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000, help="images")
     parser.add_argument("--passes", type=int, default=100)
     parser.add_argument("--size", type=int, default=16, help="image side in pixels (a multiple of 4)")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds; the fastest of each is kept")
     parser.add_argument("--skip-naive", action="store_true", help="leave out the naive loop")
     args = parser.parse_args()
 
-    det, det_mem = measure("deterministic", args.n, args.size, args.passes)
+    names = ["deterministic", "mc"] + ([] if args.skip_naive else ["naive"])
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(args.repeat):  # rounds interleave the variants, so load on a shared machine hits them alike
+        for name in names:
+            seconds, mem = measure(name, args.n, args.size, args.passes)
+            old = best.get(name, (float("inf"), 0.0))
+            best[name] = (min(old[0], seconds), max(old[1], mem))
+    det, det_mem = best["deterministic"]
     target = det * args.passes
-    print(f"{args.n} images 1x{args.size}x{args.size}, {args.passes} passes, 1 thread")
+    print(f"{args.n} images 1x{args.size}x{args.size}, {args.passes} passes, 1 thread, best of {args.repeat} round(s)")
     print(f"  one deterministic pass           {det:8.3f} s   peak +{det_mem:7.1f} MB")
     print(f"  deterministic x {args.passes:<4d}            {target:8.3f} s   (the target)")
-    mc, mc_mem = measure("mc", args.n, args.size, args.passes)
+    mc, mc_mem = best["mc"]
     print(f"  mc_dropout_predict (batched)     {mc:8.3f} s   peak +{mc_mem:7.1f} MB   ratio {mc / target:5.2f} "
           f"(target <= 1.00: {'met' if mc <= target else 'MISSED'})")
-    if not args.skip_naive:
-        nv, nv_mem = measure("naive", args.n, args.size, args.passes)
+    if "naive" in best:
+        nv, nv_mem = best["naive"]
         print(f"  naive loop, all outputs kept     {nv:8.3f} s   peak +{nv_mem:7.1f} MB   ratio {nv / target:5.2f}")
     print("  peak = growth of the process's ru_maxrss high-water mark over the run (fresh process each).")
 

@@ -19,11 +19,12 @@ def slug(text: str) -> str:
 # -- calibration ----------------------------------------------------------------------------------------
 def bin_table(table: np.ndarray, edges: np.ndarray) -> Table:
     """The equal-width bins as rows: range, count, mean predicted, observed, difference."""
-    rows = [[f"({edges[k]:.2f}, {edges[k + 1]:.2f}]", int(c), None if c == 0 else round(float(conf), 4),
-             None if c == 0 else round(float(acc), 4), None if c == 0 else round(float(acc - conf), 4)]
-            for k, (c, conf, acc) in enumerate(table)]
+    rows = [[f"({edges[k]:.2f}, {edges[k + 1]:.2f}]", int(c), round(float(conf), 4), round(float(acc), 4),
+             round(float(acc - conf), 4)] for k, (c, conf, acc) in enumerate(table) if c > 0]
+    empty = int((table[:, 0] == 0).sum())
     return Table("reliability_bins", "Reliability bins (equal width)",
-                 ["bin", "rows", "mean predicted", "observed", "observed - predicted"], rows)
+                 ["bin", "rows", "mean predicted", "observed", "observed - predicted"], rows,
+                 caption=f"{empty} empty bin{'s' if empty != 1 else ''} left out." if empty else "")
 
 
 def reliability_figure(table: np.ndarray, kind: str, positive: Any) -> Figure:
@@ -36,7 +37,10 @@ def reliability_figure(table: np.ndarray, kind: str, positive: Any) -> Figure:
         top.plot([0, 1], [0, 1], color=PALETTE[5], lw=1, ls="--", label="perfect calibration")
         top.bar(centers[filled], table[filled, 2] - table[filled, 1], bottom=table[filled, 1], width=1 / k,
                 color=PALETTE[3], alpha=0.25, label="gap")
-        top.plot(table[filled, 1], table[filled, 2], "o-", color=PALETTE[0], lw=1.6, ms=4, label="model")
+        top.plot(table[filled, 1], table[filled, 2], "-", color=PALETTE[0], lw=1.0, alpha=0.6)
+        share = table[filled, 0] / max(float(table[:, 0].sum()), 1.0)
+        top.scatter(table[filled, 1], table[filled, 2], s=12 + 220 * share, color=PALETTE[0], zorder=3,
+                    label="model (marker area ~ rows)")
         top.set_ylabel("observed share" if kind == "positive-class" else "accuracy")
         top.set_xlim(0, 1)
         top.set_ylim(0, 1.02)
@@ -46,8 +50,9 @@ def reliability_figure(table: np.ndarray, kind: str, positive: Any) -> Figure:
         bottom.set_xlabel(f"predicted P({positive!r})" if kind == "positive-class" else "confidence (top label)")
         data = to_svg(fig)
     return Figure("reliability_diagram", "Reliability diagram", data,
-                  caption="Observed share against mean predicted probability per equal-width bin; on the "
-                          "diagonal the probabilities mean what they say. Below: rows per bin.",
+                  caption="Observed share against mean predicted probability per equal-width bin (marker area "
+                          "proportional to its rows: bins of a few rows swing widely); on the diagonal the "
+                          "probabilities mean what they say. Below: rows per bin.",
                   alt="Reliability diagram: model curve against the diagonal, with a histogram of rows per bin.")
 
 

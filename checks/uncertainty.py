@@ -193,7 +193,8 @@ def _calibration_by_group(ctx: AuditContext, split: str, proba: np.ndarray, y_id
                     findings.append(Finding(
                         "fail" if judged.status.value == "fail" else "warn",
                         f"ECE {ece:.3f} for {group} (n={len(rows)}, {b} equal-mass bins) against "
-                        f"{overall:.3f} overall; max_group_ece must be {bound.describe()}"
+                        + ("n/a" if overall is None else f"{overall:.3f}")
+                        + f" overall; max_group_ece must be {bound.describe()}"
                         + (f" ({judged.note})" if judged.note else "")
                         + f"; predicted minus observed {gap:+.3f}",
                         metric="max_group_ece",
@@ -360,10 +361,21 @@ class MCDropout(Check[MCDropoutConfig]):
         tables = [F.referral_table(curve, config.target_accuracy)]
         probes, probe_notes = _ood_probes(ctx, config, x, run_mc, int(seeds[1]), int(seeds[2]))
         notes += probe_notes
+        ood_bound = config.thresholds.get("ood_auroc")
         for name, probe in probes.items():
             pu = probe.score(config.score)
             auc = U.auroc(np.r_[u, pu], np.r_[np.zeros(n, bool), np.ones(len(pu), bool)])
             metrics.append(_metric(f"ood_auroc_{name}", auc, descriptions=d))
+            judged = judge_metric(metrics[-1], ood_bound) if ood_bound is not None else None
+            if judged is not None and judged.status is not None and judged.status.value in ("warn", "fail"):
+                top = np.bincount(probe.mean.argmax(axis=1), minlength=len(ctx.labels))
+                findings.append(Finding(
+                    "fail" if judged.status.value == "fail" else "warn",
+                    f"OOD probe '{name}' is not clearly more uncertain than the test data: AUROC {auc:.3f}, "
+                    f"ood_auroc must be {ood_bound.describe()}; mean {config.score} {pu.mean():.3f} against "
+                    f"{u.mean():.3f} on test, and {top.max() / len(pu):.0%} of the probe inputs are predicted "
+                    f"{ctx.labels[int(top.argmax())]!r} (mean top probability {probe.mean.max(axis=1).mean():.2f})",
+                    metric="ood_auroc"))
         if probes:
             metrics.append(_metric("ood_auroc", min(m.value for m in metrics if m.name.startswith("ood_auroc_")
                                                     and m.value is not None), descriptions=d))
