@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 OUT ?= audit-report
 
-.PHONY: demo test bench example lint sysdeps clean
+.PHONY: demo test bench example lint sysdeps sysdeps-dev clean
 
 demo: $(STAMP)
 	@$(VENV)/bin/audit run policies/examples/credit.yaml --out $(OUT); code=$$?; \
@@ -28,8 +28,13 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check audit checks tests
 	$(VENV)/bin/mypy
 
+# system packages (Debian), installed only where missing: WeasyPrint's libraries and fonts (CJK included) for
+# reports; with sysdeps-dev also Chromium and pdftoppm for the tests
 sysdeps:
 	@bash scripts/sysdeps.sh
+
+sysdeps-dev:
+	@bash scripts/sysdeps.sh --dev
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -40,7 +45,7 @@ $(STAMP): pyproject.toml | $(PY) sysdeps
 	$(PIP) install -q -e '.[onnx,examples]'
 	@touch $@
 
-$(DEV_STAMP): pyproject.toml $(STAMP)
+$(DEV_STAMP): pyproject.toml $(STAMP) | sysdeps-dev
 	$(PIP) install -q -e '.[dev]'
 	@touch $@
 
