@@ -225,6 +225,8 @@ def _group_columns(frame: pd.DataFrame, names: list[str], bins: dict[str, list[f
                 notes.append(f"{name} is numeric with {col.nunique()} values and no continuous_bins: cut into "
                              "quintiles.")
             col = text
+        if pd.api.types.is_float_dtype(col):  # 0/1 read as floats because of a missing value: "1", not "1.0"
+            col = col.map(lambda v: f"{v:g}", na_action="ignore")
         labels = col.astype(object).where(col.notna(), MISSING_LABEL).astype(str)
         if (labels == MISSING_LABEL).any():
             notes.append(f"{int((labels == MISSING_LABEL).sum())} rows have no value for {name}: the group "
