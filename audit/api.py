@@ -28,7 +28,7 @@ def run_audit(
     policy: str | Path | dict[str, Any] | LoadedPolicy,
     *,
     model: Any = None,
-    data: dict[str, pd.DataFrame] | None = None,
+    data: dict[str, pd.DataFrame | tuple[Any, Any]] | None = None,
     out: str | Path | None = None,
     formats: list[str] | None = None,
     progress: bool | ProgressPrinter = False,
@@ -43,10 +43,12 @@ def run_audit(
     ----------
     policy : path, dict or LoadedPolicy
         The policy file, or the policy as data.
-    model : estimator, optional
-        A model object to audit instead of ``model.path`` (anything with ``predict``/``predict_proba``).
+    model : estimator or torch.nn.Module, optional
+        A model object to audit instead of ``model.path``: anything with ``predict``/``predict_proba``, or a
+        PyTorch module (put in eval mode on the CPU; its outputs are read as ``model.output`` says).
     data : dict, optional
-        ``{"train": DataFrame, "test": DataFrame}`` to use instead of the policy's data files.
+        ``{"train": DataFrame, "test": DataFrame}`` to use instead of the policy's data files; for image data,
+        ``{"test": (x, y)}`` arrays, preprocessed like an npz file.
     out : path, optional
         Write the reports into this folder (``report.html``, ``report.pdf``, ``result.json``, ``junit.xml``).
     formats : list of str, optional

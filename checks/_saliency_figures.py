@@ -133,8 +133,8 @@ def randomisation(method: str, stages: list[dict[str, Any]], image: np.ndarray, 
         for col, (j, title) in enumerate(panels, start=1):
             a = fig.add_subplot(grid[0, col])
             _show(a, image, original if j is None else stages[j]["example"], [])
-            label = title if j is None else f"{j + 1}: {title}"
-            a.set_title(label if len(label) <= 16 else label[:15] + "…", fontsize=6.5, pad=2)
+            label = title if j is None else f"stage {j + 1}\n{title.removeprefix('down to ')}"
+            a.set_title(label, fontsize=6.5, pad=2)
         fig.subplots_adjust(left=0.09, right=0.99, bottom=0.2, top=0.9, wspace=0.15)
         data = _png(fig)
         plt.close(fig)
