@@ -241,9 +241,10 @@ def _load_images(lp: LoadedPolicy, data: dict[str, Any], prov: dict[str, Any],
     """Read and preprocess every image split (files or in-memory ``(x, y)`` pairs) the same way."""
     d = lp.policy.data
     pre = d.preprocess
-    size = None if pre is None or pre.size is None else (
-        (pre.size, pre.size) if isinstance(pre.size, int) else tuple(pre.size))
-    channels = None if pre is None else pre.channels
+    size: tuple[int, int] | None = None
+    if pre is not None and pre.size is not None:
+        size = (pre.size, pre.size) if isinstance(pre.size, int) else (int(pre.size[0]), int(pre.size[1]))
+    channels: int | None = None if pre is None else pre.channels
     layout = "auto" if pre is None else pre.layout
     target = _target(lp)
     raw: dict[str, ImageSplit] = {}
@@ -275,8 +276,8 @@ def _load_images(lp: LoadedPolicy, data: dict[str, Any], prov: dict[str, Any],
             continue
         raw[split] = got
         # the first split fixes size and channels for the others when the policy does not
-        size = size or got.raw.shape[1:3]
-        channels = channels or got.raw.shape[-1]
+        size = size or (int(got.raw.shape[1]), int(got.raw.shape[2]))
+        channels = channels or int(got.raw.shape[-1])
         prov["data"][split] = got.provenance
     unknown = sorted(set(data) - set(SPLITS))
     if unknown:
@@ -284,13 +285,13 @@ def _load_images(lp: LoadedPolicy, data: dict[str, Any], prov: dict[str, Any],
     if not raw or issues:
         return {}, {}, None
     first = next(iter(raw.values()))
-    size = size or first.raw.shape[1:3]
-    channels = channels or first.raw.shape[-1]
+    size = size or (int(first.raw.shape[1]), int(first.raw.shape[2]))
+    channels = channels or int(first.raw.shape[-1])
     for got in raw.values():  # splits read before size/channels were fixed
         if got.raw.shape[-1] != channels:
             got.raw = convert_channels(got.raw, channels)
-        if got.raw.shape[1:3] != tuple(size):
-            got.raw = resize(got.raw, tuple(size))
+        if got.raw.shape[1:3] != size:
+            got.raw = resize(got.raw, size)
     try:
         where_pre = lp.where("data", "preprocess")
         prep = Preprocessing(
@@ -393,12 +394,13 @@ def _near(name: str, columns: list[str]) -> str:
 def _check_columns(lp: LoadedPolicy, frames: dict[str, pd.DataFrame], adapter: ModelAdapter,
                    issues: list[Issue]) -> list[str]:
     d = lp.policy.data
+    target = _target(lp)
     for split, frame in frames.items():
         cols = [str(c) for c in frame.columns]
         where_file = getattr(d, split) or f"data[{split!r}]"
-        if d.target not in cols:
-            issues.append(Issue(lp.where("data", "target"), "data.target", f"column {d.target!r} not found in "
-                                f"{where_file}{_near(d.target, cols)} (columns: {', '.join(cols[:30])})"))
+        if target not in cols:
+            issues.append(Issue(lp.where("data", "target"), "data.target", f"column {target!r} not found in "
+                                f"{where_file}{_near(target, cols)} (columns: {', '.join(cols[:30])})"))
         for i, s in enumerate(d.sensitive_features):
             if s not in cols:
                 issues.append(Issue(lp.where("data", "sensitive_features", i), "data.sensitive_features",

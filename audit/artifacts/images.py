@@ -89,12 +89,12 @@ def _read_folder(path: Path, *, where: str, key: str, channels: int | None,
                 with Image.open(f) as im:
                     if channels is None:
                         channels = 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3
-                    im = im.convert("L" if channels == 1 else "RGB")
+                    img = im.convert("L" if channels == 1 else "RGB")
                     if size is None:
-                        size = (im.height, im.width)
-                    if (im.height, im.width) != size:
-                        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                    a = np.asarray(im, dtype=np.float32) / 255.0
+                        size = (img.height, img.width)
+                    if (img.height, img.width) != size:
+                        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                    a = np.asarray(img, dtype=np.float32) / 255.0
             except (UnidentifiedImageError, OSError) as exc:
                 raise ArtifactError([Issue(where, key, f"cannot read image {f}: {type(exc).__name__}: {exc}")]
                                     ) from None
