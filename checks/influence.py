@@ -210,7 +210,7 @@ class _Study:
         self.metrics.append(Metric("canary_recall", recall, ci_low=lo, ci_high=hi,
                                    description=METRICS["canary_recall"]))
         self.notes.append(f"Self-validation: {m} rows ({cfg.canary_fraction:.0%}, seeded) had their label flipped "
-                          f"in a copy of the training data and the whole scan was rerun; {int(found.sum())} of them "
+                          f"in a copy of the training data and the scan was rerun on it; {int(found.sum())} of them "
                           f"landed in the flagged top {flagged_count} (recall {recall:.2f}; "
                           f"{cfg.confidence:.0%} Wilson interval [{lo:.2f}, {hi:.2f}]).")
         self.trusted = recall >= cfg.canary_min_recall
@@ -227,8 +227,11 @@ class _Study:
         note = "" if self.trusted else "withheld: the detector failed its canary self-validation"
         self.metrics.append(Metric("suspected_label_error_rate", rate if self.trusted else None,
                                    description=METRICS["suspected_label_error_rate"], note=note))
+        source = ("the scan's out-of-fold surrogate probabilities" if isinstance(self, _SurrogateStudy) else
+                  "the model's own probabilities on its training rows (in-sample: a model that memorised its "
+                  "labels understates the rate)")
         self.notes.append(f"Suspected label-error rate: {len(suspects)} of {self.n} rows ({rate:.1%}) by the "
-                          "confident-joint rule (Northcutt et al., JAIR 2021) on the scan's out-of-fold probabilities.")
+                          f"confident-joint rule (Northcutt et al., JAIR 2021) on {source}.")
 
     def _candidates(self, main: inf.Scan, flagged: np.ndarray) -> None:
         ctx, labels = self.ctx, self.ctx.labels
@@ -489,7 +492,8 @@ def _model_family(ctx: AuditContext, y: np.ndarray, given: dict[str, Any], notes
         def refit_xgb(keep: np.ndarray, seed: int) -> np.ndarray:
             clf = xgb.XGBClassifier(**{**params, "random_state": seed, "n_jobs": 1})
             clf.fit(x_tr[keep], y[keep])
-            return np.asarray(clf.predict_proba(x_te), dtype=np.float64)
+            proba = np.asarray(clf.predict_proba(x_te), dtype=np.float64)
+            return proba / proba.sum(axis=1, keepdims=True)  # float32 outputs sum to 1 only up to rounding
 
         return refit_xgb, "the audited XGBoost model (its own parameters)"
     if kind == "sklearn":

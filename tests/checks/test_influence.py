@@ -258,3 +258,59 @@ def test_encoder_handles_yes_no_and_categories() -> None:
     assert enc.numeric == ["x"] and set(enc.binary) == {"flag", "ok"} and list(enc.categories) == ["colour"]
     assert out.shape == (1, 1 + 2 + 3)
     np.testing.assert_allclose(out[0, 1:], [0, 0, 0, 0, 0])  # unseen colour: all zeros
+
+
+# -- end to end on a PyTorch model (format torch, per the core's contract) ------------------------------------
+TABNET = '''
+import torch.nn as nn
+
+
+class TabNet(nn.Module):
+    def __init__(self, n_in=30, width=16):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(n_in, width), nn.ReLU())
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+'''
+
+
+def test_pytorch_model_end_to_end_with_policy_checkpoints(tmp_path: Path, cancer: dict[str, Any]) -> None:
+    """A tabular MLP saved as a state dict, its training checkpoints listed in the policy with learning rates."""
+    feats = cancer["features"]
+    enc = inf.Encoder.fit(cancer["noisy"][feats])
+    frames = {}
+    for split, frame in (("train", cancer["noisy"]), ("test", cancer["test"])):
+        std = pd.DataFrame(enc.transform(frame[feats]), columns=feats)  # the net takes standardised columns
+        frames[split] = pd.concat([std, frame[["size_group", "diagnosis"]].reset_index(drop=True)], axis=1)
+        frames[split].to_csv(tmp_path / f"{split}.csv", index=False)
+    (tmp_path / "tabnet.py").write_text(TABNET, encoding="utf-8")
+    namespace: dict[str, Any] = {}
+    exec(compile(TABNET, str(tmp_path / "tabnet.py"), "exec"), namespace)  # noqa: S102 - the test's own code
+    torch.manual_seed(0)
+    net = namespace["TabNet"](n_in=len(feats))
+    xt = torch.as_tensor(frames["train"][feats].to_numpy(np.float32))
+    yt = torch.as_tensor((frames["train"]["diagnosis"] == "malignant").to_numpy(np.int64))  # labels sorted: b, m
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    checkpoints = []
+    for epoch in range(30):
+        for idx in torch.randperm(len(yt)).split(32):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+            opt.step()
+        if epoch % 10 == 9:
+            torch.save(net.state_dict(), tmp_path / f"epoch{epoch + 1}.pt")
+            checkpoints.append({"path": f"epoch{epoch + 1}.pt", "learning_rate": 0.05})
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    policy = _policy(flag_fraction=NOISE, cleanse_fraction=NOISE, checkpoints=checkpoints)
+    policy["model"] = {"path": "model.pt", "format": "torch", "architecture": "tabnet:TabNet",
+                       "init_kwargs": {"n_in": len(feats)}, "task": "binary_classification"}
+    result = run_audit(write_policy(tmp_path, policy))
+    check = json.loads(result.to_json())["checks"][0]
+    assert check["id"] == "influence" and check["status"] in {"pass", "warn"}, check["error"]
+    rows = _flagged_rows(check)
+    assert np.isin(cancer["flipped"], rows).mean() > 0.5
+    assert any("3 checkpoints from the policy" in n for n in check["notes"])
+    assert _metric(check, "canary_recall")["value"] >= 0.5
+    assert {"harmful_rows", "gap_drivers"} <= {t["id"] for t in check["tables"]}
