@@ -483,7 +483,7 @@ def _proxies(ctx: AuditContext, names: list[str], config: FairnessConfig) -> tup
 
 # -- notes and helpers -----------------------------------------------------------------------------------------
 def _method_notes(attributes: list[fs.Attribute], config: FairnessConfig, n: int, small: list[str]) -> list[str]:
-    notes = [f"Per-group metrics: fairlearn MetricFrame ({len(attributes)} attribute(s): "
+    notes = [f"Per-group metrics: fairlearn MetricFrame on {n} rows ({len(attributes)} attribute(s): "
              + ", ".join(f"{a.name} with {len(a.groups)} groups" for a in attributes) + "). Rates whose "
              "denominator is empty in a group (e.g. true positive rate without positives) are undefined (n/a), "
              "not 0. Gaps follow fairlearn's definitions (between groups; equalized odds: worst case of true and "
@@ -501,5 +501,7 @@ def _method_notes(attributes: list[fs.Attribute], config: FairnessConfig, n: int
                      f"one-sided bootstrap p-values are adjusted with {name}, and the interval judged is the "
                      "percentile interval at the correspondingly widened level (shown as 'judged CI').")
     if small:
-        notes.append(f"Groups too small to judge (under {config.min_group_size} rows): {len(small)}.")
+        shown = ", ".join(small[:20]) + (f" and {len(small) - 20} more" if len(small) > 20 else "")
+        notes.append(f"Groups too small to judge (under {config.min_group_size} rows), shown but left out of the "
+                     f"gaps: {shown}.")
     return notes

@@ -165,6 +165,7 @@ def test_small_groups_flagged_and_left_out_of_the_verdict() -> None:
     assert head["demographic_parity_ratio"].value == pytest.approx(min(sr) / max(sr))  # not judged
     small = [f for f in check.findings if "min_group_size = 30" in f.message]
     assert small and "sex=X (n=12)" in small[0].message
+    assert any("left out of the gaps: sex=X (n=12)" in n for n in check.notes)
 
 
 def test_missing_sensitive_value_is_its_own_group() -> None:
