@@ -314,3 +314,31 @@ def test_pytorch_model_end_to_end_with_policy_checkpoints(tmp_path: Path, cancer
     assert any("3 checkpoints from the policy" in n for n in check["notes"])
     assert _metric(check, "canary_recall")["value"] >= 0.5
     assert {"harmful_rows", "gap_drivers"} <= {t["id"] for t in check["tables"]}
+
+
+def test_multiclass_in_memory_model_with_categories() -> None:
+    """Three classes, a categorical input column, a scikit-learn model passed in memory, ROC AUC as the metric."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from tests.conftest import make_toy
+
+    df = make_toy(500, seed=5, n_classes=3)
+    df["region"] = np.random.default_rng(0).choice(["north", "south", "east"], len(df))
+    train, test = df.iloc[:350].reset_index(drop=True), df.iloc[350:].reset_index(drop=True)
+    feats = ["income", "debt", "noise", "region"]
+    model = make_pipeline(make_column_transformer((OneHotEncoder(), ["region"]), remainder="passthrough"),
+                          LogisticRegression(max_iter=500)).fit(train[feats], train["label"])
+    policy = {"version": 1, "audit": {"name": "multiclass"}, "seed": 1,
+              "model": {"task": "multiclass_classification"},
+              "data": {"target": "label", "features": feats, "sensitive_features": ["sex"]},
+              "checks": {"influence": {"cleanse_metric": "roc_auc", "cleanse_seeds": 2, "retrain": "model",
+                                       "epochs": 5, "folds": 3}}}
+    check = run_audit(policy, model=model, data={"train": train, "test": test}).check("influence")
+    assert check.status.value in {"pass", "warn"}, check.error
+    names = {m.name for m in check.metrics}
+    assert {"canary_recall", "cleansing_gain", "surrogate_agreement"} <= names
+    assert "surrogate_rank_correlation" not in names  # binary tasks only
+    assert any("1 categorical column(s) one-hot encoded" in n for n in check.notes)
