@@ -242,15 +242,15 @@ def dropout_modules(model: Any) -> list[Any]:
 
 
 @contextmanager
-def only_dropout_active(model: Any) -> Iterator[None]:
-    """Within the block, every module is in eval mode except the dropout layers.
+def only_dropout_active(model: Any, active: bool = True) -> Iterator[None]:
+    """Within the block, every module is in eval mode except the dropout layers (in eval too if not ``active``).
 
     On exit (also on error) each module's ``training`` flag is put back exactly as it was found.
     """
     saved = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
-        for m in dropout_modules(model):
+        for m in dropout_modules(model) if active else ():
             m.train(True)
         yield
     finally:
@@ -290,6 +290,87 @@ def activation_bytes_per_row(model: Any, x: torch.Tensor) -> int:
     return int(per_row + x[0].numel() * x.element_size())
 
 
+class SplitForward:
+    """Run what comes before the dropout layers once per sample and only the rest once per pass.
+
+    With dropout switched on only in the dropout layers, every layer that does not depend on a dropout output
+    (batch norm in eval mode included) gives the same value in every pass, so the passes need only the part of
+    the network after the first dropout. The module is traced with ``torch.fx``; nodes are split into the
+    deterministic part, computed once on a chunk, and the stochastic part, run on the chunk's boundary values
+    repeated ``r`` times along the batch axis.
+
+    Raises ``ValueError`` (or whatever tracing raises) when the module cannot be split safely: not traceable,
+    several inputs, a boundary value that is not a batch tensor. ``verify`` checks the split against the plain
+    forward on a probe batch; callers fall back to repeating the whole forward when either fails.
+    """
+
+    def __init__(self, model: Any):
+        import torch.fx as fx
+
+        self.fx = fx
+        self.gm = fx.symbolic_trace(model)  # shares model's submodules and parameters (no copy)
+        nodes = list(self.gm.graph.nodes)
+        if sum(n.op == "placeholder" for n in nodes) != 1:
+            raise ValueError("the module takes more than one input")
+        stochastic: set[Any] = set()
+        batched: set[Any] = set()
+        for node in nodes:
+            inputs = node.all_input_nodes
+            if node.op == "placeholder" or any(i in batched for i in inputs):
+                batched.add(node)
+            if (node.op == "call_module" and is_dropout(self.gm.get_submodule(node.target))) or any(
+                    i in stochastic for i in inputs):
+                stochastic.add(node)
+        if not stochastic:
+            raise ValueError("no dropout layer found in the traced graph")
+        self.stochastic = stochastic
+        self.deterministic = [n for n in nodes if n not in stochastic and n.op != "output"]
+        self.boundary = {i for n in stochastic for i in n.all_input_nodes if i not in stochastic and i in batched}
+
+    def prefix(self, x: Any) -> dict[Any, Any]:
+        """Values of the deterministic nodes for the inputs ``x``."""
+        stochastic = self.stochastic
+
+        class Partial(self.fx.Interpreter):  # type: ignore[name-defined,misc]
+            def run_node(self, n: Any) -> Any:
+                return None if n in stochastic or n.op == "output" else super().run_node(n)
+
+        interp = Partial(self.gm, garbage_collect_values=False)
+        interp.run(x)
+        env = {n: interp.env[n] for n in self.deterministic}
+        for n in self.boundary:
+            v = env[n]
+            if not (hasattr(v, "shape") and v.dim() > 0 and v.shape[0] == len(x)):
+                raise ValueError(f"the value of {n.name} entering the dropout part is not a batch tensor")
+        return env
+
+    def suffix(self, env: dict[Any, Any], x: Any, r: int) -> Any:
+        """The network's output for ``r`` copies of the chunk whose deterministic values are ``env``."""
+        start = {n: (v.repeat(r, *([1] * (v.dim() - 1))) if n in self.boundary else v) for n, v in env.items()}
+        return self.fx.Interpreter(self.gm).run(x, initial_env=start)
+
+    def verify(self, model: Any, probe: Any) -> None:
+        """Raise ``ValueError`` unless the split gives the plain forward's output (dropout off) on ``probe``."""
+        import torch
+
+        with only_dropout_active(model, active=False), torch.no_grad():
+            got = self.suffix(self.prefix(probe), probe, 2)
+            want = model(probe.repeat(2, *([1] * (probe.dim() - 1))))
+        if not (isinstance(got, torch.Tensor) and isinstance(want, torch.Tensor) and got.shape == want.shape
+                and torch.allclose(got, want, rtol=1e-4, atol=1e-5)):
+            raise ValueError("the split forward does not reproduce the module's output")
+
+
+def split_forward(model: Any, probe: Any) -> SplitForward | None:
+    """A verified ``SplitForward`` for the module, or None when it cannot be split safely."""
+    try:
+        split = SplitForward(model)
+        split.verify(model, probe)
+        return split
+    except Exception:  # noqa: BLE001 - any failure to trace or split means: repeat the whole forward
+        return None
+
+
 @dataclass(frozen=True)
 class MCResult:
     """Per-sample summaries of ``passes`` stochastic forward passes (K classes, N samples).
@@ -302,6 +383,7 @@ class MCResult:
     expected_entropy : (N,) mean over passes of each pass's entropy (aleatoric part).
     mutual_information : (N,) ``entropy - expected_entropy`` (epistemic part: disagreement between passes).
     passes : number of passes; rows_per_call : rows sent in one forward call.
+    reused_prefix : whether the layers before the dropout ran once per sample rather than once per pass.
     """
 
     mean: np.ndarray
@@ -311,6 +393,7 @@ class MCResult:
     mutual_information: np.ndarray
     passes: int
     rows_per_call: int
+    reused_prefix: bool = False
 
     def score(self, name: str) -> np.ndarray:
         """An uncertainty score by name: ``entropy``, ``mutual_information``, ``std`` or ``one_minus_max``."""
@@ -321,7 +404,7 @@ class MCResult:
 
 def mc_dropout_predict(model: Any, x: torch.Tensor, *, passes: int, seed: int,
                        memory_budget_mb: float = 64.0, max_rows_per_call: int | None = None,
-                       to_proba: Callable[[Any], Any] | None = None) -> MCResult:
+                       to_proba: Callable[[Any], Any] | None = None, reuse_prefix: bool = True) -> MCResult:
     """Run ``passes`` stochastic forward passes with only the dropout layers active and summarise them.
 
     Batched: a chunk of samples is repeated ``r`` times along the batch axis, so ``r`` passes go through one
@@ -332,6 +415,8 @@ def mc_dropout_predict(model: Any, x: torch.Tensor, *, passes: int, seed: int,
     The torch random generator is forked and seeded with ``seed``: the caller's random state is untouched and
     the same seed gives the same result. The model is left exactly as found (see ``only_dropout_active``).
     ``to_proba`` turns the module's output into class probabilities (default: softmax over the last axis).
+    ``reuse_prefix``: compute the layers before the dropout once per sample (``SplitForward``) when the module
+    can be traced and the split reproduces its output; otherwise every pass runs the whole forward.
     """
     import torch
 
@@ -340,6 +425,7 @@ def mc_dropout_predict(model: Any, x: torch.Tensor, *, passes: int, seed: int,
     n = len(x)
     if n == 0:
         raise ValueError("no input rows to run MC dropout on")
+    split = split_forward(model, x[: min(n, 4)]) if reuse_prefix else None
     with only_dropout_active(model), torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(int(seed))
         per_row = max(activation_bytes_per_row(model, x), 1)
@@ -354,13 +440,15 @@ def mc_dropout_predict(model: Any, x: torch.Tensor, *, passes: int, seed: int,
         for start in range(0, n, chunk):
             xb = x[start:start + chunk]
             b = len(xb)
+            env = split.prefix(xb) if split is not None else None
             acc_p: Any = 0.0
             acc_p2: Any = 0.0
             acc_h: Any = 0.0
             done = 0
             while done < passes:
                 r = min(reps, passes - done)
-                out = model(xb.repeat(r, *([1] * (xb.dim() - 1))))
+                out = (split.suffix(env, xb, r) if split is not None and env is not None
+                       else model(xb.repeat(r, *([1] * (xb.dim() - 1)))))
                 p = (to_proba(out) if to_proba else torch.softmax(out, dim=-1)).double().reshape(r, b, -1)
                 acc_p = acc_p + p.sum(0)
                 acc_p2 = acc_p2 + (p * p).sum(0)
@@ -377,4 +465,4 @@ def mc_dropout_predict(model: Any, x: torch.Tensor, *, passes: int, seed: int,
     eh = np.concatenate(sum_h) / passes
     mi = np.maximum(h - eh, 0.0)
     return MCResult(mean=mean, std=std, entropy=h, expected_entropy=eh, mutual_information=mi, passes=passes,
-                    rows_per_call=chunk * reps)
+                    rows_per_call=chunk * reps, reused_prefix=split is not None)

@@ -350,7 +350,11 @@ class MCDropout(Check[MCDropoutConfig]):
             + (f" (a seeded random subset of {len(y_all)})" if n < len(y_all) else "")
             + f"; only the {len(U.dropout_modules(module))} dropout layer(s) in train mode, every other layer "
             f"(batch norm included) in eval mode, the module's modes restored afterwards. Batched: "
-            f"{mc.rows_per_call} rows per forward call (memory budget {config.memory_budget_mb:g} MB).",
+            f"{mc.rows_per_call} rows per forward call (memory budget {config.memory_budget_mb:g} MB). "
+            + ("The layers before the dropout ran once per sample, not once per pass (they give the same value "
+               "in every pass; split with torch.fx and checked against the plain forward)." if mc.reused_prefix
+               else "Every pass ran the whole forward (the module could not be split at its dropout layers "
+               "with torch.fx)."),
             f"Right and wrong are the model's deterministic predictions; cases are ranked by {config.score}. "
             "The referral threshold is chosen on these same rows, so its accuracy is optimistic for new data.",
         ]
@@ -377,10 +381,10 @@ class MCDropout(Check[MCDropoutConfig]):
                     f"{ctx.labels[int(top.argmax())]!r} (mean top probability {probe.mean.max(axis=1).mean():.2f})",
                     metric="ood_auroc"))
         if probes:
-            metrics.append(_metric("ood_auroc", min(m.value for m in metrics if m.name.startswith("ood_auroc_")
-                                                    and m.value is not None), descriptions=d))
+            aucs = [m.value for m in metrics if m.name.startswith("ood_auroc_") and m.value is not None]
+            metrics.append(_metric("ood_auroc", min(aucs, default=float("nan")), descriptions=d))
         tables.append(F.summary_table(mc, correct, probes))
-        figures = [F.histogram_figure(u, correct, {k: p.score(config.score) for k, p in probes.items()},
+        figures = [F.histogram_figure(u, correct, {name: p.score(config.score) for name, p in probes.items()},
                                      config.score, threshold),
                    F.coverage_figure(curve, config.target_accuracy, k)]
         if config.top_k:

@@ -210,6 +210,35 @@ def test_batching_does_not_change_the_estimate(trained_cnn: TinyCNN, digits: Any
     assert abs(wide.entropy.mean() - narrow.entropy.mean()) < 0.03
 
 
+def test_prefix_reuse_gives_the_same_passes_bit_for_bit(trained_cnn: TinyCNN, digits: Any) -> None:
+    x = torch.from_numpy(digits[0][1500:1600])
+    split = U.mc_dropout_predict(trained_cnn, x, passes=12, seed=4, max_rows_per_call=128)
+    whole = U.mc_dropout_predict(trained_cnn, x, passes=12, seed=4, max_rows_per_call=128, reuse_prefix=False)
+    assert split.reused_prefix and not whole.reused_prefix
+    np.testing.assert_array_equal(split.mean, whole.mean)
+    np.testing.assert_array_equal(split.mutual_information, whole.mutual_information)
+
+
+def test_module_that_cannot_be_split_falls_back_to_whole_passes() -> None:
+    class SizeFromInput(nn.Module):
+        """Reads the batch size off its input after the dropout: splitting would give wrong shapes."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.drop, self.out = nn.Linear(4, 6), nn.Dropout(0.5), nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.drop(self.inp(x)).view(x.size(0), -1))
+
+    torch.manual_seed(0)
+    net = SizeFromInput().eval()
+    x = torch.randn(30, 4)
+    assert U.split_forward(net, x[:4]) is None
+    r = U.mc_dropout_predict(net, x, passes=8, seed=0)
+    assert not r.reused_prefix and r.mean.shape == (30, 3) and r.mutual_information.mean() > 0
+    assert U.split_forward(torch.jit.script(TinyCNN().eval()), torch.zeros(4, 1, 8, 8)) is None
+
+
 def test_decomposition_without_active_dropout_is_all_aleatoric() -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.0)).eval()  # dropout with p=0: every pass the same
@@ -391,7 +420,7 @@ def test_image_audit_runs_both_checks(image_audit: Any, trained_cnn: TinyCNN) ->
     assert 0 <= m["referral_rate"] < 0.5 and m["accuracy_after_referral"] >= 0.95
     assert m["ood_auroc"] == min(m["ood_auroc_noise"], m["ood_auroc_shift"])
     assert {f.id for f in mc.figures} == {"uncertainty_histogram", "coverage_curve", "most_uncertain"}
-    assert any("only the 2 dropout layer(s)" in n for n in mc.notes)
+    assert any("only the 2 dropout layer(s)" in n and "ran once per sample" in n for n in mc.notes)
     cal = result.check("calibration")
     assert cal.status.value in {"pass", "warn", "fail"} and any("top-label" in n for n in cal.notes)
 
