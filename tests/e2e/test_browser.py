@@ -200,7 +200,7 @@ def test_report_in_headless_chromium(browser: Browser, report_file: Path, tmp_pa
 
     out = Path(os.environ.get("XAI_AUDIT_SCREENSHOTS") or tmp_path)
     out.mkdir(parents=True, exist_ok=True)
-    shots = {"report-screenshot.png": "#top", "report-compliance.png": "#compliance",
+    shots = {"report-cover.png": "#top", "report-compliance.png": "#compliance",
              "report-signoff.png": "#signoff"}
     for name, selector in shots.items():
         browser.send("Runtime.evaluate", session,
