@@ -320,6 +320,9 @@ def _agnostic(ctx: AuditContext, p: ShapParams, X: pd.DataFrame, classes: np.nda
             summary = shap.kmeans(bg.to_numpy(dtype=float), k)
         explainer = shap.KernelExplainer(f, summary)
         nsamples = p.nsamples or "auto"
+        # Kernel SHAP samples coalitions from numpy's global generator: seed it from the policy seed, so the
+        # values do not depend on which check (shap or explanation_agreement) computed them first
+        np.random.seed(int(ctx.rng("shap.kernel").integers(0, 2**31 - 1)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             values = explainer.shap_values(Xn, nsamples=nsamples, silent=True)
