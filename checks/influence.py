@@ -446,7 +446,7 @@ class _SurrogateStudy(_Study):
         ctx, cfg = self.ctx, self.config
         x_te = self.encoder.transform(ctx.X("test"))
         if cfg.retrain == "model":
-            fp = _model_family(ctx, self.y, cfg.model_params, self.notes)
+            fp = inf.refit_model_family(ctx, self.y, cfg.model_params, self.notes)
             if fp is not None:
                 return fp
             self.notes.append(f"retrain: model was asked, but a {ctx.model.kind} model cannot be refitted here; "
@@ -457,64 +457,6 @@ class _SurrogateStudy(_Study):
             return inf.predict_proba(model, cks[-1].params, x_te)
 
         return surrogate, "the surrogate"
-
-
-def _xgb_params(native: Any, given: dict[str, Any], notes: list[str]) -> dict[str, Any]:
-    """Training parameters for refitting an XGBoost model: what its file records, then the policy's.
-
-    A saved XGBoost model keeps its trees but not most training parameters: the number of rounds and the deepest
-    tree are read from the trees; the rest are XGBoost's defaults unless ``model_params`` gives them.
-    """
-    params = {k: v for k, v in native.get_params().items() if v is not None and k not in ("base_score",)}
-    booster = native.get_booster()
-    depth = max((len(line) - len(line.lstrip("\t")) for tree in booster.get_dump() for line in tree.splitlines()
-                 if "leaf=" in line), default=6)
-    params.update({"n_estimators": booster.num_boosted_rounds(), "max_depth": max(depth, 1)})
-    params.update(given)
-    unread = sorted({"learning_rate", "subsample", "colsample_bytree", "min_child_weight", "reg_lambda"} - set(given))
-    notes.append(f"XGBoost refit: {params['n_estimators']} rounds and max_depth {params['max_depth']} read from the "
-                 f"model's trees; {', '.join(f'{k}={v}' for k, v in given.items()) or 'no parameters'} from "
-                 f"model_params; {', '.join(unread) or 'nothing'} at XGBoost's defaults (a model file does not keep "
-                 "them).")
-    return params
-
-
-def _model_family(ctx: AuditContext, y: np.ndarray, given: dict[str, Any], notes: list[str]
-                  ) -> tuple[Any, str] | None:
-    """Refit the audited model's own family with its own parameters (XGBoost, scikit-learn), if possible."""
-    native, kind = ctx.model.native, ctx.model.kind
-    x_tr, x_te = ctx.X("train"), ctx.X("test")
-    if kind == "xgboost":
-        import xgboost as xgb
-
-        params = _xgb_params(native, given, notes)
-
-        def refit_xgb(keep: np.ndarray, seed: int) -> np.ndarray:
-            clf = xgb.XGBClassifier(**{**params, "random_state": seed, "n_jobs": 1})
-            clf.fit(x_tr[keep], y[keep])
-            proba = np.asarray(clf.predict_proba(x_te), dtype=np.float64)
-            return proba / proba.sum(axis=1, keepdims=True)  # float32 outputs sum to 1 only up to rounding
-
-        return refit_xgb, "the audited XGBoost model (its own parameters)"
-    if kind == "sklearn":
-        from sklearn.base import clone
-
-        labels = list(ctx.labels)
-        y_raw = np.asarray(labels, dtype=object)[y]
-
-        def refit_sklearn(keep: np.ndarray, seed: int) -> np.ndarray:
-            est = clone(native)
-            if given:
-                est.set_params(**given)
-            if "random_state" in est.get_params():
-                est.set_params(random_state=seed)
-            est.fit(x_tr[keep], y_raw[keep].astype(ctx.y("train").dtype))
-            proba = np.asarray(est.predict_proba(x_te), dtype=np.float64)
-            order = [list(est.classes_).index(lab) for lab in labels]
-            return proba[:, order]
-
-        return refit_sklearn, f"the audited {type(native).__name__} (a clone with its parameters)"
-    return None
 
 
 class _TorchStudy(_Study):

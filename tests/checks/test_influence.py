@@ -342,3 +342,17 @@ def test_multiclass_in_memory_model_with_categories() -> None:
     assert {"canary_recall", "cleansing_gain", "surrogate_agreement"} <= names
     assert "surrogate_rank_correlation" not in names  # binary tasks only
     assert any("1 categorical column(s) one-hot encoded" in n for n in check.notes)
+
+
+def test_xgboost_refit_reads_rounds_and_depth_from_the_trees() -> None:
+    """The example's model file (150 rounds, depth 3, learning rate 0.08) keeps its trees, not its parameters."""
+    import xgboost as xgb
+
+    from tests.conftest import EXAMPLE_DIR
+
+    clf = xgb.XGBClassifier()
+    clf.load_model(EXAMPLE_DIR / "credit" / "model.ubj")
+    notes: list[str] = []
+    params = inf.xgb_params(clf, {"learning_rate": 0.08}, notes)
+    assert params["n_estimators"] == 150 and params["max_depth"] == 3 and params["learning_rate"] == 0.08
+    assert "subsample" in notes[0] and "learning_rate=0.08 from model_params" in notes[0]
