@@ -323,30 +323,38 @@ class SplitForward:
                 stochastic.add(node)
         if not stochastic:
             raise ValueError("no dropout layer found in the traced graph")
-        self.stochastic = stochastic
+        self.stochastic, self.batched = stochastic, batched
         self.deterministic = [n for n in nodes if n not in stochastic and n.op != "output"]
         self.boundary = {i for n in stochastic for i in n.all_input_nodes if i not in stochastic and i in batched}
 
     def prefix(self, x: Any) -> dict[Any, Any]:
-        """Values of the deterministic nodes for the inputs ``x``."""
-        stochastic = self.stochastic
+        """Values entering the dropout part for the inputs ``x`` (other batch values are dropped as they go)."""
+        stochastic, boundary = self.stochastic, self.boundary
+        keep: dict[Any, Any] = {}
 
         class Partial(self.fx.Interpreter):  # type: ignore[name-defined,misc]
             def run_node(self, n: Any) -> Any:
-                return None if n in stochastic or n.op == "output" else super().run_node(n)
+                if n in stochastic or n.op == "output":
+                    return None
+                value = super().run_node(n)
+                if n in boundary:
+                    keep[n] = value
+                return value
 
-        interp = Partial(self.gm, garbage_collect_values=False)
-        interp.run(x)
-        env = {n: interp.env[n] for n in self.deterministic}
-        for n in self.boundary:
-            v = env[n]
+        Partial(self.gm).run(x)
+        for n, v in keep.items():
             if not (hasattr(v, "shape") and v.dim() > 0 and v.shape[0] == len(x)):
                 raise ValueError(f"the value of {n.name} entering the dropout part is not a batch tensor")
-        return env
+        return keep
 
     def suffix(self, env: dict[Any, Any], x: Any, r: int) -> Any:
-        """The network's output for ``r`` copies of the chunk whose deterministic values are ``env``."""
-        start = {n: (v.repeat(r, *([1] * (v.dim() - 1))) if n in self.boundary else v) for n, v in env.items()}
+        """The network's output for ``r`` copies of the chunk whose boundary values are ``env``.
+
+        The other batch-dependent deterministic nodes are marked done (None: nothing in the dropout part reads
+        them); nodes that depend on parameters only are recomputed, which is cheap.
+        """
+        start = {n: None for n in self.deterministic if n in self.batched}
+        start.update({n: v.repeat(r, *([1] * (v.dim() - 1))) for n, v in env.items()})
         return self.fx.Interpreter(self.gm).run(x, initial_env=start)
 
     def verify(self, model: Any, probe: Any) -> None:
