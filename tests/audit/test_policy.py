@@ -44,7 +44,8 @@ def test_example_policy_loads_with_defaults() -> None:
 def test_unknown_key_names_line_and_suggests(tmp_path: Path) -> None:
     errs = _errors(tmp_path, GOOD.replace("  target: label", "  target: label\n  sensitve_features: [sex]"))
     assert errs == ["policy.yaml:9:3: data: unknown key 'sensitve_features'; did you mean 'sensitive_features'? "
-                    "(allowed: train, test, format, target, positive_label, sensitive_features, features)"]
+                    "(allowed: train, test, format, target, positive_label, sensitive_features, features, preprocess, "
+                    "regions, forbidden_regions)"]
 
 
 def test_bad_threshold_value_is_located(tmp_path: Path) -> None:

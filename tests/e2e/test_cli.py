@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import audit_command, base_policy, write_policy
+from tests.conftest import EXAMPLE_DIR, audit_command, base_policy, write_policy
 
 
 def audit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -51,7 +51,9 @@ def test_example_writes_all_four_files(example_run: Any) -> None:
     assert proc.returncode in (0, 1), proc.stderr
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["junit.xml", "report.html", "report.pdf",
                                                                     "result.json"]
-    assert "[1/1] performance" in proc.stderr
+    ids = list(yaml.safe_load((EXAMPLE_DIR / "credit.yaml").read_text())["checks"])
+    for i, check_id in enumerate(ids, 1):
+        assert f"[{i}/{len(ids)}] {check_id}" in proc.stderr
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
 
 
@@ -102,8 +104,13 @@ def test_junit(example_run: Any) -> None:
     proc, out = example_run
     root = ET.parse(out / "junit.xml").getroot()
     suite = root if root.tag == "testsuite" else root.find("testsuite")
-    assert suite is not None and suite.get("tests") == "1"
-    assert suite.find("testcase").get("name") == "performance"
+    assert suite is not None
+    ids = list(yaml.safe_load((EXAMPLE_DIR / "credit.yaml").read_text())["checks"])
+    assert [case.get("name") for case in suite.iter("testcase")] == ids  # one test case per check ...
+    assert suite.get("tests") == str(len(ids))
+    thresholds = root.findall("testsuite")[1]  # ... and one per judged threshold
+    assert thresholds.get("name") == "xai-audit.thresholds"
+    assert "performance.roc_auc" in [case.get("name") for case in thresholds.iter("testcase")]
 
 
 def test_validate_init_checks_schema(tmp_path: Path, toy_dir: Path) -> None:
