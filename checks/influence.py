@@ -365,9 +365,10 @@ class _Study:
                    "no gain that holds across seeds" if m > 0 else "no gain")
         self.findings.append(Finding("info", (
             f"Removing the {len(remove)} most suspicious training rows ({cfg.cleanse_fraction:.0%}) and retraining "
-            f"{what} changes test {label} by {m:+.4f} ({cfg.confidence:.0%} interval [{lo:+.4f}, {hi:+.4f}] over "
+            f"{what} {'improves' if m > 0 else 'worsens'} test {label} by {abs(m):.4f} (gain {m:+.4f}, positive = "
+            f"better; {cfg.confidence:.0%} interval [{lo:+.4f}, {hi:+.4f}] over "
             f"{len(seeds)} seeds; {int((gains > 0).sum())} of {len(seeds)} seeds better): {verdict}. Removing as "
-            f"many random rows: {mr:+.4f}."), metric="cleansing_gain"))
+            f"many random rows: gain {mr:+.4f}."), metric="cleansing_gain"))
         self.figures.append(_cleansing_figure(res, label))
         self.notes.append(f"Cleansing: {what} retrained {len(seeds)} times (seeded) on all rows, without the "
                           f"flagged rows and without as many random rows (control); a gain is called one only "

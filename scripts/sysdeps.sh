@@ -24,7 +24,9 @@ fi
 echo "sysdeps: installing ${need[*]}"
 SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
 if command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+  # a failed install is reported, not fatal: what needs a missing package says so (tests skip with the reason)
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${need[@]}" || echo "sysdeps: apt-get could not install ${need[*]}; continuing without them" >&2
 else
   echo "sysdeps: cannot install; please install: ${need[*]} (PDF reports, Japanese PDFs or the browser test" \
        "need them)" >&2
