@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from audit.artifacts.data import sha256_file
 from audit.errors import Issue, PolicyError
 from audit.io import atomic_write_bytes
 from audit.results import AuditResult
@@ -86,15 +87,6 @@ def keygen(private_path: str | Path, public_path: str | Path) -> str:
     public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
     return key_fingerprint(key.public_key())
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes (hex), read in chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _report_files(out_dir: Path) -> dict[str, str]:

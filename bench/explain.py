@@ -15,29 +15,13 @@ Timings are the fastest of ``--repeat`` runs, each on a fresh audit context (no 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import best_of  # noqa: E402 - bench/ is on sys.path when a benchmark runs as a script
 
 N_FEATURES = 12
-
-
-def best_of(fn: Callable[[], object], repeat: int) -> float:
-    """Fastest wall time of ``repeat`` calls (the least disturbed by the rest of the machine)."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def data(n_train: int, n_test: int) -> tuple[pd.DataFrame, pd.DataFrame]:
