@@ -14,8 +14,9 @@ def judge_metric(metric: Metric, threshold: Threshold) -> Metric:
 
     Rules, in order:
     - a metric that could not be computed is a warning (never a pass by default);
-    - outside a bound is a failure, unless the metric's confidence interval reaches back across that bound,
-      which is a warning that says so (the data cannot tell the two apart);
+    - outside a bound is a failure (a warning for a threshold with ``severity: warn``), unless the metric's
+      confidence interval reaches back across that bound, which is a warning that says so (the data cannot
+      tell the two apart);
     - inside the bounds but with an interval that crosses one is a warning, as is being within
       ``warn_margin`` of a bound;
     - otherwise a pass.
@@ -34,6 +35,9 @@ def judge_metric(metric: Metric, threshold: Threshold) -> Metric:
         if crosses:
             return replace(metric, threshold=threshold, passed=False, status=Status.WARN,
                            note=f"outside the bound, but its interval {ci_txt} crosses it")
+        if threshold.severity == "warn":
+            return replace(metric, threshold=threshold, passed=False, status=Status.WARN,
+                           note="outside an advisory bound (severity: warn)")
         return replace(metric, threshold=threshold, passed=False, status=Status.FAIL)
     if crosses:
         return replace(metric, threshold=threshold, passed=True, status=Status.WARN,

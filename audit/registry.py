@@ -137,7 +137,7 @@ class Check(Generic[C]):
     applies_to: ClassVar[Requires] = Requires()
     obligations: ClassVar[tuple[str, ...]] = ()
     metric_names: ClassVar[dict[str, str]] = {}
-    default_thresholds: ClassVar[dict[str, dict[str, float]]] = {}
+    default_thresholds: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def run(self, ctx: AuditContext, config: C) -> CheckResult:
         """Do the work and return data: metrics, findings, figures, tables, notes. Never judge thresholds."""

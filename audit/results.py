@@ -53,6 +53,10 @@ class Threshold(BaseModel):
     warn_margin: float = Field(
         0.0, ge=0, description="Within this distance of a bound, a pass becomes a warning."
     )
+    severity: Literal["fail", "warn"] = Field(
+        "fail", description="What missing the bound means: 'fail' (the default) or 'warn' (an advisory bound, "
+        "e.g. on the stability of a random explanation method)."
+    )
 
     @model_validator(mode="after")
     def _one_bound(self) -> Threshold:
@@ -63,12 +67,14 @@ class Threshold(BaseModel):
         return self
 
     def describe(self) -> str:
-        """Human-readable form, e.g. ``>= 0.8`` or ``in [0.2, 0.4]``."""
+        """Human-readable form, e.g. ``>= 0.8``, ``in [0.2, 0.4]`` or ``>= 0.7 (advisory)``."""
         if self.min is not None and self.max is not None:
-            return f"in [{_fmt(self.min)}, {_fmt(self.max)}]"
-        if self.min is not None:
-            return f">= {_fmt(self.min)}"
-        return f"<= {_fmt(self.max)}"
+            text = f"in [{_fmt(self.min)}, {_fmt(self.max)}]"
+        elif self.min is not None:
+            text = f">= {_fmt(self.min)}"
+        else:
+            text = f"<= {_fmt(self.max)}"
+        return f"{text} (advisory)" if self.severity == "warn" else text
 
 
 def _fmt(x: float | None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from itertools import combinations
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -63,7 +63,8 @@ class Lime(Check[LimeConfig]):
     obligations: ClassVar[tuple[str, ...]] = ("gdpr.art13.2.f", "gdpr.art14.2.g", "gdpr.art15.1.h", "gdpr.art22",
                                               "eu_ai_act.art13", "eu_ai_act.annex_iv.2.b")
     metric_names: ClassVar[dict[str, str]] = METRICS
-    default_thresholds: ClassVar[dict[str, dict[str, float]]] = {"stability": {"min": 0.5, "warn_margin": 0.2}}
+    # random methods drift: unstable explanations are a warning for the reviewer, not a failed model
+    default_thresholds: ClassVar[dict[str, dict[str, Any]]] = {"stability": {"min": 0.7, "severity": "warn"}}
 
     def run(self, ctx: AuditContext, config: LimeConfig) -> CheckResult:
         """Explain the rows ``stability_runs`` times each; measure overlap, spread and fidelity; draw."""

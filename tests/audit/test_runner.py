@@ -120,6 +120,13 @@ def test_judge_max_bound() -> None:
     assert judge_metric(Metric("gap", 0.08, ci_low=0.02, ci_high=0.14), t).status is Status.WARN
 
 
+def test_advisory_bound_warns_instead_of_failing() -> None:
+    t = Threshold(min=0.7, severity="warn")
+    missed = judge_metric(Metric("stability", 0.4), t)
+    assert missed.status is Status.WARN and missed.passed is False and "advisory" in (missed.note or "")
+    assert judge_metric(Metric("stability", 0.8), t).status is Status.PASS
+
+
 def _stable(result_json: str) -> dict[str, Any]:
     d = json.loads(result_json)
     d.pop("provenance")

@@ -72,6 +72,13 @@ def test_stability_falls_when_lime_is_noisier(graded: Any, default_run: Any, noi
     assert value(noisy, "weight_spread") > value(default_run, "weight_spread")
 
 
+def test_unstable_explanations_warn_by_default(graded: Any) -> None:
+    noisy = run_lime(graded, num_samples=60)
+    stab = next(m for m in noisy.metrics if m.name == "stability")
+    assert stab.value < 0.7 and stab.passed is False
+    assert stab.status is Status.WARN and noisy.status is Status.WARN  # an advisory bound: never a failure
+
+
 def test_unstable_explanations_are_not_a_pass(graded: Any) -> None:
     noisy = run_lime(graded, num_samples=60, thresholds={"stability": {"min": 0.95}})
     assert noisy.status in (Status.WARN, Status.FAIL)
