@@ -85,8 +85,13 @@ def validate(policy: PolicyArg) -> None:
         return
     p = lp.policy
     splits = ", ".join(f"{k} {len(v)} rows" for k, v in art.frames.items())
+    if art.data_kind == "image" and art.images:
+        shape = "x".join(str(d) for d in next(iter(art.images.values())).shape[1:])
+        inputs = f"images {shape} (channels x height x width, preprocessed)"
+    else:
+        inputs = f"{len(art.features)} features"
     typer.echo(f"{policy}: valid. Model {art.model.kind} ({p.model.task}, labels {art.labels}); data {splits}; "
-               f"{len(art.features)} features; sensitive: {', '.join(art.sensitive_features) or 'none'}; "
+               f"{inputs}; sensitive: {', '.join(art.sensitive_features) or 'none'}; "
                f"checks: {', '.join(lp.configs)}")
     for note in art.notes:
         typer.echo(f"  note: {note}")

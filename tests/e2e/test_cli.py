@@ -173,3 +173,10 @@ def test_data_from_the_data_is_escaped(toy_dir: Path, toy_frames: Any) -> None:
     assert '<img src=x onerror="1">' not in html and "&lt;img src=x" in html
     assert all(u.startswith(("data:", "#")) for u in parser.urls)  # an unescaped <img src=x> would show here
     assert (toy_dir / "out" / "report.pdf").stat().st_size > 1000
+
+
+def test_validate_image_example_names_the_input_shape() -> None:
+    proc = audit("validate", str(EXAMPLE_DIR / "image.yaml"), cwd=EXAMPLE_DIR)
+    assert proc.returncode == 0, proc.stderr
+    assert "images 1x16x16 (channels x height x width, preprocessed)" in proc.stdout
+    assert "test 360 rows" in proc.stdout
