@@ -40,6 +40,19 @@ def make_toy(n: int = 400, seed: int = 0, n_classes: int = 2) -> pd.DataFrame:
     })
 
 
+class ScoreModel:
+    """An in-memory model whose P(class 1) is the input column ``s``: predictions known exactly (known-answer tests)."""
+
+    classes_ = np.array([0, 1])
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        s = X["s"].to_numpy(dtype=float)
+        return np.column_stack([1 - s, s])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (X["s"].to_numpy() >= 0.5).astype(int)
+
+
 @pytest.fixture(scope="session")
 def toy_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, test) toy frames."""

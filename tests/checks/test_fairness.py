@@ -22,19 +22,7 @@ from audit import run_audit
 from audit.results import CheckResult, Status
 from checks import _fairness_stats as fs
 from checks.fairness import Fairness
-
-
-class ScoreModel:
-    """P(class 1) is the column ``s``: predictions known exactly."""
-
-    classes_ = np.array([0, 1])
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        s = X["s"].to_numpy(dtype=float)
-        return np.column_stack([1 - s, s])
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (X["s"].to_numpy() >= 0.5).astype(int)
+from tests.conftest import ScoreModel
 
 
 def _run(data: pd.DataFrame, sensitive: list[str], seed: int = 0, features: list[str] | None = None,

@@ -8,25 +8,12 @@ import pandas as pd
 import pytest
 
 from audit import run_audit
-from tests.conftest import FEATURES, make_toy
+from tests.conftest import FEATURES, ScoreModel, make_toy
 
 # Eight rows worked out by hand: the model's probability of class 1 is the column `s`.
 Y = [1, 1, 1, 0, 0, 0, 1, 0]
 S = [0.9, 0.8, 0.4, 0.3, 0.6, 0.1, 0.7, 0.2]
 SEX = ["F", "F", "F", "F", "F", "M", "M", "M"]
-
-
-class ScoreModel:
-    """Returns the column ``s`` as P(class 1): a model whose outputs are known exactly."""
-
-    classes_ = np.array([0, 1])
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        s = X["s"].to_numpy(dtype=float)
-        return np.column_stack([1 - s, s])
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (X["s"].to_numpy() >= 0.5).astype(int)
 
 
 def _policy(**perf: Any) -> dict[str, Any]:
