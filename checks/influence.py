@@ -487,7 +487,8 @@ class _TorchStudy(_Study):
         score = inf.self_influence(self.module, self.cks, self.x, yt, space=self.space,
                                    projection_dim=cfg.projection_dim, batch_size=cfg.scan_batch_size, seed=self.seed,
                                    log_proba=self.log_proba)
-        return inf.Scan(score, self.ctx.cached(("influence.proba_train",), lambda: self.tm.predict_proba(self.x)))
+        # the context's probabilities (a PyTorch model always has them): computed once, shared with ctx.predict
+        return inf.Scan(score, self.ctx.proba("train"))
 
     def full_model(self) -> tuple[torch.nn.Module, list[inf.Checkpoint], inf.LogProba | None]:
         return self.module, self.cks, self.log_proba
