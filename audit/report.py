@@ -83,9 +83,9 @@ def build_sections(result: AuditResult) -> dict[str, Any]:
     -------
     dict
         ``title``, ``cover`` (name, fields, overall status, counts), ``summary`` (one row per check),
-        ``obligations`` (obligation id -> serving checks), ``checks`` (one section per check: failures,
-        errors, warnings, passes, then skipped), ``provenance`` (key/value rows, nested dicts indented),
-        ``libraries`` and ``loading_notes``. Every value is a plain str, number, bool, list or dict.
+        ``compliance`` (the matrix), ``techdoc`` (the Annex IV draft), ``signoff``, ``checks`` (one section per
+        check: failures, errors, warnings, passes, then skipped), ``provenance`` (key/value rows, nested dicts
+        indented), ``libraries`` and ``loading_notes``. Every value is a plain str, number, bool, list or dict.
     """
     meta, prov = result.meta or {}, result.provenance or {}
     language = str(meta.get("language") or "en")
@@ -105,10 +105,6 @@ def build_sections(result: AuditResult) -> dict[str, Any]:
         "Gate": t("fails on any FAIL or WARN") if warn_gate else t("fails on any FAIL; warnings allowed"),
         "Exit code": str(result.exit_code),
     }
-    obligations: dict[str, list[dict[str, Any]]] = {}
-    for c in checks:
-        for ob in c["obligations"]:
-            obligations.setdefault(ob, []).append({"id": c["id"], "anchor": c["anchor"], **c["status"]})
     counts = result.counts()
     libraries = sorted((prov.get("libraries") or {}).items())
     by_check = {c["id"]: c for c in checks}
@@ -129,7 +125,6 @@ def build_sections(result: AuditResult) -> dict[str, Any]:
                   "counts": [{**_status(s, t), "count": counts[s.value]} for s in _ORDER]},
         "summary": [{k: c[k] for k in ("id", "anchor", "title", "status", "summary", "duration")}
                     for c in checks],
-        "obligations": [{"id": k, "checks": v} for k, v in sorted(obligations.items())],
         "compliance": compliance,
         "techdoc": annex_iv(result, t, {c["id"]: c["anchor"] for c in checks}),
         "signoff": {"reviewer": str(meta.get("reviewer") or ""), "role": str(meta.get("reviewer_role") or ""),
@@ -192,7 +187,6 @@ def _check_section(c: CheckResult, anchor: str, t: Callable[..., str] | None = N
                     "more": max(0, len(t.rows) - MAX_TABLE_ROWS)} for t in c.tables],
         "notes": [str(n) for n in c.notes],
         "obligations": [str(o) for o in c.obligations],
-        "obligation_links": [{"id": str(o), "anchor": ""} for o in c.obligations],
         "config": _kv_rows(c.config, humanize=False),
         "error": {"type": err.type, "message": err.message, "traceback": err.traceback} if err else None,
     }
