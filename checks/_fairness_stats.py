@@ -269,7 +269,8 @@ def mitigation_preview(ctx: Any, split: str, attributes: list[Attribute], fine_l
         return [label, round(float(np.mean(pred == y_pos)), 3),
                 *[round(worst[m], 3) if m in worst else None for m in DISPARITY_DESCRIPTIONS]]
 
-    codes, n_fine = _codes(fine_labels), len(set(fine_labels))
+    codes, fine_groups = group_codes(fine_labels)
+    n_fine = len(fine_groups)
     rows = [row("current model", pred_pos)]
     failed = []
     folds = list(StratifiedKFold(2, shuffle=True, random_state=int(rng.integers(2**31 - 1))).split(score, y))
@@ -298,9 +299,10 @@ def mitigation_preview(ctx: Any, split: str, attributes: list[Attribute], fine_l
                  "ThresholdOptimizer would choose, on held-out halves of the evaluation data."), note
 
 
-def _codes(labels: list[str]) -> np.ndarray:
-    groups = np.asarray(sorted(set(labels)), dtype=object)
-    return np.searchsorted(groups, np.asarray(labels, dtype=object))
+def group_codes(labels: list[str]) -> tuple[np.ndarray, list[str]]:
+    """The sorted distinct ``labels`` (the groups), and each row's position among them (its group code)."""
+    groups = sorted(set(labels))
+    return np.searchsorted(np.asarray(groups, dtype=object), np.asarray(labels, dtype=object)), groups
 
 
 # -- figures ---------------------------------------------------------------------------------------------------

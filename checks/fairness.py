@@ -128,8 +128,7 @@ class Fairness(Check[FairnessConfig]):
         columns, bin_notes = _group_columns(frame, names, config.continuous_bins)
         notes += bin_notes
         fine_labels = [" & ".join(t) for t in zip(*(columns[n] for n in names), strict=True)]
-        fine_groups = sorted(set(fine_labels))
-        fine_codes = np.searchsorted(np.asarray(fine_groups, dtype=object), np.asarray(fine_labels, dtype=object))
+        fine_codes, fine_groups = fs.group_codes(fine_labels)
         counts = fs.confusion_counts(fine_codes, len(fine_groups), y_pos, pred_pos)
         attributes = [_attribute(n, columns[n], fine_groups, [columns[n][i] for i in _first_rows(fine_codes)])
                       for n in names]
