@@ -47,7 +47,7 @@ def main() -> None:
     net = ctx.model.native
     x = torch.from_numpy(ctx.X(split)[idx])
     targets = torch.from_numpy(ctx.proba(split)[idx].argmax(axis=1))
-    stdev = 0.15 * S.input_range(ctx.X(split))
+    stdev = 0.15 * S.input_range(ctx, split)
     name, layer = S.resolve_layer(net, None)
 
     def plain_gradcam() -> np.ndarray:

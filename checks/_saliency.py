@@ -157,9 +157,13 @@ def maps_of(module: Any, params: MapParams, x: Any, targets: np.ndarray, *, stde
                            batch_size=params.batch_size, seed=seed)
 
 
-def input_range(x: np.ndarray) -> float:
-    """The spread (max - min) of the audited inputs (SmoothGrad's noise is a fraction of it)."""
-    return float(np.max(x) - np.min(x)) or 1.0
+def input_range(ctx: Any, split: str) -> float:
+    """The spread (max - min) of a split's inputs (SmoothGrad's noise is a fraction of it), once per audit."""
+    def compute() -> float:
+        x = ctx.X(split)
+        return float(np.max(x) - np.min(x)) or 1.0
+
+    return ctx.cached(("input_range", split), compute)
 
 
 def cached_maps(ctx: Any, params: MapParams, split: str, idx: np.ndarray, target: str) -> np.ndarray:
@@ -170,7 +174,7 @@ def cached_maps(ctx: Any, params: MapParams, split: str, idx: np.ndarray, target
         module = explained_module(ctx)
         x = ctx.model.to_tensor(ctx.X(split)[idx])
         t = targets_for(ctx, split, idx, target)
-        stdev = params.noise * input_range(ctx.X(split))
+        stdev = params.noise * input_range(ctx, split)
         return maps_of(module, params, x, t, stdev=stdev, seed=_seed(ctx, f"smoothgrad.noise.{split}"))
 
     return ctx.cached(("saliency_maps", params, split, digest, target), compute)
@@ -550,7 +554,7 @@ def run_map_check(ctx: Any, config: Any, method: str) -> Any:
     # -- sanity: parameter randomisation ------------------------------------------------------------------
     r = min(config.randomisation_images, len(idx))
     if r > 0:
-        stdev = params.noise * input_range(ctx.X(split))
+        stdev = params.noise * input_range(ctx, split)
         res = randomisation_test(ctx, params, ctx.model.to_tensor(x[:r]), targets[:r], maps[:r],
                                  max_stages=config.randomisation_stages,
                                  seed=_seed(ctx, f"{method}.randomisation"), stdev=stdev)

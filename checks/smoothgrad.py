@@ -52,7 +52,7 @@ class SmoothGrad(Check[SmoothGradConfig]):
         from importlib.metadata import version
 
         result = S.run_map_check(ctx, config, "smoothgrad")
-        spread = S.input_range(ctx.X(config.split or ctx.eval_split))
+        spread = S.input_range(ctx, config.split or ctx.eval_split)
         notes = [f"SmoothGrad (captum {version('captum')} NoiseTunnel over Saliency): |gradient| of the explained "
                  f"class's score averaged over {config.samples} noisy copies per image, drawn in one batch, with "
                  f"noise sd {config.noise:g} x the input range {spread:.3g} = {config.noise * spread:.3g}; summed "
