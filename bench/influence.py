@@ -24,13 +24,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import REPO  # bench/ is on sys.path when a benchmark runs as a script; _common adds the repository
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "policies" / "examples"))
+sys.path.insert(0, str(REPO / "policies" / "examples"))
 
 
 def hmda(with_test: bool = False) -> tuple[np.ndarray, ...]:
