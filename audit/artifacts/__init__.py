@@ -10,6 +10,8 @@ labels that do not fit the task.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from audit.artifacts.images import (
     read_image_split,
     region_masks,
     resize,
+    split_from_arrays,
     standardise,
 )
 from audit.artifacts.models import ModelAdapter, from_object, infer_format, load_model
@@ -317,22 +320,18 @@ def _load_images(lp: LoadedPolicy, data: dict[str, Any], prov: dict[str, Any],
 
 def _in_memory_split(x: np.ndarray, y: np.ndarray, channels: int | None, size: tuple[int, int] | None,
                      layout: str, split: str, issues: list[Issue]) -> ImageSplit:
-    """An ``(x, y)`` pair passed to run_audit, read like an npz file."""
-    import tempfile
-
-    from audit.artifacts.images import _read_npz
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{split}.npz"
-        np.savez(path, x=x, y=y)
-        try:
-            got = _read_npz(path, where="<run_audit>", key=f"data.{split}", channels=channels, size=size,
-                            layout=layout)
-        except ArtifactError as exc:
-            issues.extend(exc.issues)
-            return ImageSplit(raw=np.zeros((0, 1, 1, 1), np.float32), y=np.zeros(0), files=[])
+    """An ``(x, y)`` pair passed to run_audit, read like an npz file (and hashed as the npz it would be)."""
+    try:
+        got = split_from_arrays(x, y, {}, name=f"{split}.npz", where="<run_audit>", key=f"data.{split}",
+                                channels=channels, size=size, layout=layout)
+    except ArtifactError as exc:
+        issues.extend(exc.issues)
+        return ImageSplit(raw=np.zeros((0, 1, 1, 1), np.float32), y=np.zeros(0), files=[])
+    npz = io.BytesIO()
+    np.savez(npz, x=x, y=y)
     got.files = [f"{split}[{i}]" for i in range(len(y))]
-    got.provenance = {"path": None, "sha256": got.provenance["sha256"], "rows": len(y), "source": "in memory"}
+    got.provenance = {"path": None, "sha256": hashlib.sha256(npz.getvalue()).hexdigest(), "rows": len(y),
+                      "source": "in memory"}
     return got
 
 

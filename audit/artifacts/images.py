@@ -123,7 +123,21 @@ def _read_npz(path: Path, *, where: str, key: str, channels: int | None, size: t
     if missing:
         raise ArtifactError([Issue(where, key, f"{path.name} lacks the array(s) {missing}; an npz data file holds "
                                    f"images `x` and labels `y` (it has: {', '.join(arrays) or 'nothing'})")])
-    x, y = arrays.pop("x"), np.asarray(arrays.pop("y")).ravel()
+    x, y = arrays.pop("x"), arrays.pop("y")
+    got = split_from_arrays(x, y, arrays, name=path.name, where=where, key=key, channels=channels, size=size,
+                            layout=layout)
+    got.provenance = {"path": str(path), "sha256": sha256_file(path), "rows": len(got.y), "format": "npz"}
+    return got
+
+
+def split_from_arrays(x: np.ndarray, y: np.ndarray, extra: dict[str, np.ndarray], *, name: str, where: str,
+                      key: str, channels: int | None, size: tuple[int, int] | None, layout: str) -> ImageSplit:
+    """Images ``x`` and labels ``y``, as an npz file ``name`` holds them, as raw ``(N, H, W, C)`` arrays.
+
+    Converted to ``channels`` and resized to ``size`` where given; the 1-d per-image arrays of ``extra`` are kept
+    (e.g. sensitive attributes).
+    """
+    y = np.asarray(y).ravel()
     if x.ndim == 3:
         x = x[..., None]
     elif x.ndim == 4:
@@ -131,21 +145,20 @@ def _read_npz(path: Path, *, where: str, key: str, channels: int | None, size: t
         if nchw:
             x = np.moveaxis(x, 1, -1)
     else:
-        raise ArtifactError([Issue(where, key, f"`x` in {path.name} has shape {x.shape}; expected (N, H, W), "
+        raise ArtifactError([Issue(where, key, f"`x` in {name} has shape {x.shape}; expected (N, H, W), "
                                    "(N, H, W, C) or (N, C, H, W)")])
     if len(x) != len(y):
-        raise ArtifactError([Issue(where, key, f"{path.name}: `x` has {len(x)} images but `y` {len(y)} labels")])
+        raise ArtifactError([Issue(where, key, f"{name}: `x` has {len(x)} images but `y` {len(y)} labels")])
     if len(x) == 0:
-        raise ArtifactError([Issue(where, key, f"{path.name} has no images")])
+        raise ArtifactError([Issue(where, key, f"{name} has no images")])
     eight_bit = x.dtype == np.uint8
     raw = x.astype(np.float32) / 255.0 if eight_bit else x.astype(np.float32)
     raw = convert_channels(raw, channels)
     if size is not None and raw.shape[1:3] != size:
         raw = resize(raw, size)
-    extra = {k: v for k, v in arrays.items() if v.ndim == 1 and len(v) == len(y)}
-    return ImageSplit(raw=raw, y=y, files=[f"{path.name}[{i}]" for i in range(len(y))], extra=extra,
-                      eight_bit=eight_bit,
-                      provenance={"path": str(path), "sha256": sha256_file(path), "rows": len(y), "format": "npz"})
+    extra = {k: v for k, v in extra.items() if v.ndim == 1 and len(v) == len(y)}
+    return ImageSplit(raw=raw, y=y, files=[f"{name}[{i}]" for i in range(len(y))], extra=extra,
+                      eight_bit=eight_bit)
 
 
 def convert_channels(raw: np.ndarray, channels: int | None) -> np.ndarray:
