@@ -425,3 +425,12 @@ def rank_of(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values), dtype=int)
     ranks[order] = np.arange(1, len(values) + 1)
     return ranks
+
+
+def mean_finite(x: np.ndarray | None) -> float | None:
+    """Mean of the finite entries of ``x``; ``None`` when there are none (or no ``x``)."""
+    if x is None:
+        return None
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) else None

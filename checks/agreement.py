@@ -17,6 +17,7 @@ from checks._explain import (
     LimeParams,
     ShapParams,
     lime_attributions,
+    mean_finite,
     params_from_policy,
     rank_of,
     shap_attributions,
@@ -110,7 +111,7 @@ class ExplanationAgreement(Check[AgreementConfig]):
         corr, overlap, signs = agreement(a, b, k=k, correlation=config.correlation)
         g = _corr(np.abs(a).mean(axis=0), np.abs(b).mean(axis=0), config.correlation)
         metrics = [
-            Metric("rank_correlation", _nanmean(corr), description=METRICS["rank_correlation"]),
+            Metric("rank_correlation", mean_finite(corr), description=METRICS["rank_correlation"]),
             Metric("top_k_overlap", float(overlap.mean()), description=METRICS["top_k_overlap"]),
             Metric("sign_agreement", float(signs.mean()), description=METRICS["sign_agreement"]),
             Metric("global_rank_correlation", None if np.isnan(g) else g,
@@ -145,14 +146,9 @@ class ExplanationAgreement(Check[AgreementConfig]):
                         [[int(rows[i]), None if np.isnan(corr[i]) else float(corr[i]), float(overlap[i]),
                           float(signs[i])] for i in np.argsort(key, kind="stable")])
         figures = [_figure(features, rows, worst, a, b, shap_att, lime_att, corr)]
-        return CheckResult(check_id=self.id, summary=f"{config.correlation} {_nanmean(corr) or 0:.2f}, top-{k} "
+        return CheckResult(check_id=self.id, summary=f"{config.correlation} {mean_finite(corr) or 0:.2f}, top-{k} "
                            f"overlap {overlap.mean():.0%} over {len(rows)} rows", metrics=metrics, findings=findings,
                            tables=[per_row, table], figures=figures, notes=notes)
-
-
-def _nanmean(x: np.ndarray) -> float | None:
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if len(x) else None
 
 
 def _side_by_side(features: list[str], rows: np.ndarray, worst: np.ndarray, a: np.ndarray, b: np.ndarray,

@@ -12,7 +12,7 @@ from audit.context import AuditContext
 from audit.plotting import PALETTE, figure, to_svg
 from audit.registry import Check, CheckConfig, Requires, register
 from audit.results import CheckResult, Figure, Finding, Metric, Table
-from checks._explain import Attributions, LimeParams, jaccard, lime_attributions, params_for, top_k
+from checks._explain import Attributions, LimeParams, jaccard, lime_attributions, mean_finite, params_for, top_k
 
 _D = LimeParams()
 
@@ -77,8 +77,8 @@ class Lime(Check[LimeConfig]):
         per_row_jac, per_row_spread = stability(att, k)
         metrics = [
             Metric("stability", float(per_row_jac.mean()), description=METRICS["stability"]),
-            Metric("weight_spread", _mean_finite(per_row_spread), description=METRICS["weight_spread"]),
-            Metric("local_fidelity", _mean_finite(att.fidelity), description=METRICS["local_fidelity"]),
+            Metric("weight_spread", mean_finite(per_row_spread), description=METRICS["weight_spread"]),
+            Metric("local_fidelity", mean_finite(att.fidelity), description=METRICS["local_fidelity"]),
         ]
         features = list(ctx.features)
         findings = []
@@ -120,14 +120,6 @@ def stability(att: Attributions, k: int) -> tuple[np.ndarray, np.ndarray]:
         scale = np.abs(runs[:, i]).mean()
         spread[i] = runs[:, i].std(axis=0).mean() / scale if scale > 0 else np.nan
     return jac, spread
-
-
-def _mean_finite(x: np.ndarray | None) -> float | None:
-    if x is None:
-        return None
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    return float(x.mean()) if len(x) else None
 
 
 def _row_table(ctx: AuditContext, att: Attributions, jac: np.ndarray, spread: np.ndarray, k: int) -> Table:
