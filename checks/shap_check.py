@@ -272,10 +272,7 @@ def _swarm_offsets(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _waterfall_rows(ctx: AuditContext, att: Attributions, config: ShapConfig) -> list[tuple[int, str]]:
     """(index into att.rows, why) for the waterfall plots: named rows, then highest, lowest, worst errors."""
-    picked: list[tuple[int, str]] = []
-    pos = {int(r): i for i, r in enumerate(att.rows)}
-    for r in config.rows:
-        picked.append((pos[int(r)], "named in the policy"))
+    picked = [(int(i), "named in the policy") for i in att.subset(np.asarray(config.rows, dtype=int))]
     if config.waterfalls and len(att.rows):
         out = att.output
         y = ctx.y(att.split)[att.rows]
