@@ -13,6 +13,7 @@ import numpy as np
 
 from audit.plotting import PALETTE, STYLE, figure, to_svg
 from audit.results import Figure
+from checks._saliency import TITLES
 
 CMAP = "inferno"
 
@@ -59,8 +60,8 @@ def gallery(method: str, images: np.ndarray, maps: np.ndarray, titles: list[str]
     cols = max(1, min(per_row, n))
     rows = max(1, -(-n // cols))
     cell = 1.25
-    with plt.rc_context(STYLE):  # type: ignore[arg-type]
-        fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 0.9, cell * rows + 0.25), squeeze=False)
+    with figure(width=cell * cols + 0.9, height=cell * rows + 0.25, nrows=rows, ncols=cols, squeeze=False) as (
+            fig, axes):
         im = None
         for i, ax in enumerate(axes.ravel()):
             if i >= n:
@@ -77,8 +78,7 @@ def gallery(method: str, images: np.ndarray, maps: np.ndarray, titles: list[str]
             bar.set_label("attribution, share of the image's maximum", fontsize=7)
             bar.ax.tick_params(labelsize=7)
         data = _png(fig)
-        plt.close(fig)
-    name = {"gradcam": "Grad-CAM", "smoothgrad": "SmoothGrad"}[method]
+    name = TITLES[method]
     return Figure(f"{method}_gallery", f"{name} overlays: most confident right and wrong per class", data,
                   media_type="image/png", caption=caption,
                   alt=f"Grid of {n} images with the {name} heat map over each; titles give the true and "
@@ -138,7 +138,7 @@ def randomisation(method: str, stages: list[dict[str, Any]], image: np.ndarray, 
         fig.subplots_adjust(left=0.09, right=0.99, bottom=0.2, top=0.9, wspace=0.15)
         data = _png(fig)
         plt.close(fig)
-    name = {"gradcam": "Grad-CAM", "smoothgrad": "SmoothGrad"}[method]
+    name = TITLES[method]
     return Figure(f"{method}_randomisation", f"Sanity: {name} under cascading weight randomisation", data,
                   media_type="image/png",
                   caption="Model-parameter randomisation test (Adebayo et al., 2018): the layers are re-initialised "
