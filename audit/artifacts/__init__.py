@@ -34,7 +34,7 @@ from audit.artifacts.images import (
     split_from_arrays,
     standardise,
 )
-from audit.artifacts.models import ModelAdapter, from_object, infer_format, load_model
+from audit.artifacts.models import ModelAdapter, from_object, from_torch, infer_format, load_model
 from audit.artifacts.torch_models import is_torchscript_file, load_torch
 from audit.errors import ArtifactError, Issue
 from audit.policy import LoadedPolicy
@@ -236,7 +236,7 @@ def _load_torch_model(lp: LoadedPolicy, path: Path, fmt: str, prov: dict[str, An
     prov["model"] = {"path": str(path), "format": fmt, "sha256": sha256_file(path)}
     if m.architecture:
         prov["model"].update(architecture=m.architecture, init_kwargs=dict(m.init_kwargs))
-    return ModelAdapter(kind=fmt, native=tm.module, torch_model=tm, notes=notes)
+    return from_torch(tm, notes)
 
 
 def _load_images(lp: LoadedPolicy, data: dict[str, Any], prov: dict[str, Any],

@@ -148,12 +148,7 @@ def from_object(model: Any, *, where: str = "<run_audit>", output: str = "logits
     from audit.artifacts.torch_models import TorchModel, is_module
 
     if is_module(model):
-        scripted = type(model).__module__.startswith("torch.jit")
-        tm = TorchModel(model, output=output, scripted=scripted)
-        notes = ["TorchScript model: its layers cannot be hooked, so layer methods (Grad-CAM) do not run on it"
-                 ] if scripted else []
-        return ModelAdapter(kind="torchscript" if scripted else "torch", native=tm.module, torch_model=tm,
-                            notes=notes)
+        return from_torch(TorchModel(model, output=output, scripted=type(model).__module__.startswith("torch.jit")))
     if not hasattr(model, "predict"):
         raise ArtifactError([Issue(where, "model", f"a model needs a predict() method; got "
                                    f"{type(model).__name__}")])
@@ -176,6 +171,15 @@ def _load_xgboost(path: Path) -> ModelAdapter:
     adapter = from_object(clf)
     adapter.kind = "xgboost"
     return adapter
+
+
+def from_torch(tm: Any, notes: list[str] | None = None) -> ModelAdapter:
+    """Wrap a ``TorchModel`` (kind ``torch``, or ``torchscript`` with a note that its layers cannot be hooked)."""
+    notes = list(notes or [])
+    if tm.scripted:
+        notes.append("TorchScript model: its layers cannot be hooked, so layer methods (Grad-CAM) do not run on it")
+    return ModelAdapter(kind="torchscript" if tm.scripted else "torch", native=tm.module, torch_model=tm,
+                        notes=notes)
 
 
 def _load_skops(path: Path, trusted: list[str], where: str) -> ModelAdapter:

@@ -258,8 +258,7 @@ def load_torch(path: Path, fmt: str, *, architecture: str | None, init_kwargs: d
             first = (str(exc).strip().splitlines() or [""])[0][:240]
             raise ArtifactError([Issue(where["path"], "model.path", f"cannot load {path.name} as TorchScript: "
                                        f"{type(exc).__name__}: {first}")]) from None
-        return TorchModel(module, output=output, scripted=True), [
-            "TorchScript model: its layers cannot be hooked, so layer methods (Grad-CAM) do not run on it"]
+        return TorchModel(module, output=output, scripted=True), []
     if not architecture:
         raise ArtifactError([Issue(where["path"], "model.architecture", (
             f"{path.name} is a state dict: name the class that holds it, `model.architecture: "
