@@ -316,12 +316,11 @@ def assess(checks: Iterable[CheckResult], frameworks: Sequence[Framework],
             missing: list[str] = []
             for ev in entries:
                 check_id, metric, st = _evidence_status(ev, by_id)
-                if st is None or st is Status.SKIPPED or st is Status.ERROR:
+                ran = st is not None and st is not Status.SKIPPED and st is not Status.ERROR
+                if not ran:
                     missing.append(ev)
-                    if st is not None:
-                        found.append({"check": check_id, "metric": metric, "status": st.value, "usable": False})
-                    continue
-                found.append({"check": check_id, "metric": metric, "status": st.value, "usable": True})
+                if st is not None:
+                    found.append({"check": check_id, "metric": metric, "status": st.value, "usable": ran})
             usable = [f for f in found if f["usable"]]
             status: ComplianceStatus
             if any(f["status"] == Status.FAIL.value for f in usable):
