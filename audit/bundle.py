@@ -89,10 +89,13 @@ def keygen(private_path: str | Path, public_path: str | Path) -> str:
     return key_fingerprint(key.public_key())
 
 
+def _report_paths(out_dir: Path) -> list[Path]:
+    return [p for p in sorted(out_dir.rglob("*"))
+            if p.is_file() and p.name not in (MANIFEST, SIGNATURE) and not p.name.startswith(".")]
+
+
 def _report_files(out_dir: Path) -> dict[str, str]:
-    return {p.relative_to(out_dir).as_posix(): sha256_file(p)
-            for p in sorted(out_dir.rglob("*"))
-            if p.is_file() and p.name not in (MANIFEST, SIGNATURE) and not p.name.startswith(".")}
+    return {p.relative_to(out_dir).as_posix(): sha256_file(p) for p in _report_paths(out_dir)}
 
 
 def installed_versions() -> dict[str, str]:
@@ -179,5 +182,5 @@ def verify(out_dir: str | Path, public_key: Ed25519PublicKey) -> Verification:
             v.missing.append(name)
         elif sha256_file(p) != digest:
             v.changed.append(name)
-    v.added = sorted(set(_report_files(out_dir)) - set(listed))
+    v.added = sorted({p.relative_to(out_dir).as_posix() for p in _report_paths(out_dir)} - set(listed))
     return v
