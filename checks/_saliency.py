@@ -688,7 +688,7 @@ def _gallery(ctx: Any, config: Any, method: str, params: MapParams, split: str) 
                "own maximum." + (" Green outlines: data.regions; blue: data.forbidden_regions."
                                  if regions is not None or forbidden is not None else ""))
     return F.gallery(method, ctx.images_for_display(split, idx) if len(idx) else np.zeros((0, 1, 1, 1)), maps,
-                     titles, per_row=min(6, max(2, 2 * k * 3)),
+                     titles, per_row=6,
                      regions=None if regions is None else regions[idx],
                      forbidden=None if forbidden is None else forbidden[idx], caption=caption)
 
