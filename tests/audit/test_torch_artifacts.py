@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from audit import run_audit
 from audit.artifacts import load_artifacts
@@ -19,6 +18,7 @@ from audit.artifacts.torch_models import fingerprint
 from audit.context import AuditContext
 from audit.errors import ArtifactError, PolicyError
 from audit.policy import load_policy
+from tests.conftest import write_policy
 
 torch.set_num_threads(1)
 
@@ -94,9 +94,7 @@ def _policy(folder: Path, model: dict[str, Any] | None = None, data: dict[str, A
         "checks": {"performance": {"n_boot": 20}},
         "report": {"formats": ["json"]},
     }
-    path = folder / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
-    return path
+    return write_policy(folder, policy)
 
 
 def _ctx(path: Path, **kw: Any) -> AuditContext:
