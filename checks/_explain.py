@@ -92,6 +92,11 @@ def scores(ctx: AuditContext, out: Output, X: pd.DataFrame) -> np.ndarray:
     return out.apply(ctx.model.predict_proba(X))
 
 
+def explained_scores(ctx: AuditContext, out: Output, split: str, rows: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The explained score of each of a split's ``rows``, from the probabilities the context already holds."""
+    return out.apply(np.asarray(ctx.proba(split))[rows])[np.arange(len(rows)), classes]
+
+
 # -- results ------------------------------------------------------------------------------------------------------
 @dataclass
 class Attributions:
@@ -221,8 +226,9 @@ def _pick_base(base: Any, classes: np.ndarray, *, per_row: bool = False) -> np.n
     return base if per_row else base[classes]
 
 
-def _reference(ctx: AuditContext, out: Output, X: pd.DataFrame, classes: np.ndarray, route: str) -> np.ndarray:
-    """The model's own output on the explained scale, to check additivity against."""
+def _reference(ctx: AuditContext, out: Output, X: pd.DataFrame, split: str, rows: np.ndarray, classes: np.ndarray,
+               route: str) -> np.ndarray:
+    """The model's own output on the explained scale for ``X``, a split's ``rows``, to check additivity against."""
     native = ctx.model.native
     raw: np.ndarray | None = None
     if route in ("tree", "linear") and out.scale == "log_odds":
@@ -231,7 +237,7 @@ def _reference(ctx: AuditContext, out: Output, X: pd.DataFrame, classes: np.ndar
         elif hasattr(native, "decision_function"):
             raw = np.asarray(native.decision_function(X), dtype=float)
     if raw is None:
-        return scores(ctx, out, X)[np.arange(len(classes)), classes]
+        return explained_scores(ctx, out, split, rows, classes)
     if raw.ndim == 1:
         return raw
     return raw[np.arange(len(classes)), classes]
@@ -296,7 +302,7 @@ def _compute_shap(ctx: AuditContext, p: ShapParams) -> Attributions:
         if n_rows < p.explain_rows:
             notes.append(f"Model-agnostic SHAP costs one model call per coalition and background row: "
                          f"{len(rows)} rows explained (agnostic_rows), not explain_rows={p.explain_rows}.")
-    output = _reference(ctx, out, X, classes, route)
+    output = _reference(ctx, out, X, split, rows, classes, route)
     return Attributions("shap", split, rows, classes, values, base, output, out.label, name, reason,
                         notes=notes, background_rows=n_background)
 
@@ -394,7 +400,7 @@ def _compute_lime(ctx: AuditContext, p: LimeParams) -> Attributions:
                 runs[r, i, j] = w
             intercepts[r, i] = float(np.ravel(exp.intercept[1])[0])
             fidelity[r, i] = float(exp.score)
-    output = scores(ctx, out, X)[np.arange(len(rows)), classes]
+    output = explained_scores(ctx, out, split, rows, classes)
     width = p.kernel_width or 0.75 * np.sqrt(m)  # LIME's own default
     binning = f"{p.discretizer}-discretised" if p.discretize_continuous else "continuous"
     name = (f"lime.lime_tabular.LimeTabularExplainer ({binning} features, {p.num_samples} samples, "
