@@ -256,11 +256,11 @@ def pool_to(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------------------
 # faithfulness: deletion and insertion
 # ------------------------------------------------------------------------------------------------------------
-def class_prob(ctx: Any, module: Any, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.ndarray:
-    """Probability of each row's target class (no gradients, batched)."""
+def class_prob(ctx: Any, x: np.ndarray, targets: np.ndarray, batch_size: int) -> np.ndarray:
+    """Probability of each row's target class under the audited model (no gradients, batched)."""
     import torch
 
-    tm = ctx.model.torch_model
+    module, tm = ctx.model.native, ctx.model.torch_model
     out = []
     with torch.no_grad():
         for s in range(0, len(x), batch_size):
@@ -276,7 +276,6 @@ def deletion_insertion(ctx: Any, x: np.ndarray, orders: np.ndarray, targets: np.
     ``orders`` ranks each image's pixels (most salient first), shape ``(N, H*W)``. Returns the deletion and
     insertion curves, each ``(N, steps + 1)``, at the fractions ``0, 1/steps, ..., 1`` of the pixels.
     """
-    module = ctx.model.native
     n, c, h, w = x.shape
     rank = np.empty_like(orders)
     np.put_along_axis(rank, orders, np.arange(h * w)[None, :].repeat(n, 0), axis=1)
@@ -293,7 +292,7 @@ def deletion_insertion(ctx: Any, x: np.ndarray, orders: np.ndarray, targets: np.
         deleted = np.where(masks, fill_img[:, None], xe).reshape(-1, c, h, w)
         inserted = np.where(masks, xe, fill_img[:, None]).reshape(-1, c, h, w)
         tt = np.repeat(ts, steps + 1)
-        probs = class_prob(ctx, module, np.concatenate([deleted, inserted]), np.concatenate([tt, tt]), batch_size)
+        probs = class_prob(ctx, np.concatenate([deleted, inserted]), np.concatenate([tt, tt]), batch_size)
         dele[s:s + k] = probs[:k * (steps + 1)].reshape(k, steps + 1)
         ins[s:s + k] = probs[k * (steps + 1):].reshape(k, steps + 1)
     return dele, ins
