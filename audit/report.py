@@ -166,9 +166,8 @@ def _compliance(result: AuditResult, by_check: dict[str, dict[str, Any]], t: Cal
                        for s in STATUS_ORDER]}
 
 
-def _check_section(c: CheckResult, anchor: str, t: Callable[..., str] | None = None) -> dict[str, Any]:
+def _check_section(c: CheckResult, anchor: str, t: Callable[..., str]) -> dict[str, Any]:
     err = c.error
-    t = t or translator("en")
     return {
         "id": c.check_id, "anchor": anchor, "title": c.title or c.check_id, "status": _status(c.status, t),
         "summary": c.summary, "duration": _duration(c.duration_s),
@@ -192,7 +191,7 @@ def _check_section(c: CheckResult, anchor: str, t: Callable[..., str] | None = N
     }
 
 
-def _metric_row(m: Metric, t: Callable[..., str] | None = None) -> dict[str, Any]:
+def _metric_row(m: Metric, t: Callable[..., str]) -> dict[str, Any]:
     status = m.status
     if status is None and m.passed is not None:
         status = Status.PASS if m.passed else Status.FAIL
@@ -282,9 +281,8 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def _status(s: Status, t: Callable[..., str] | None = None) -> dict[str, str]:
-    label = s.value.upper()
-    return {"status": s.value, "label": t(label) if t else label, "icon": _ICONS[s]}
+def _status(s: Status, t: Callable[..., str]) -> dict[str, str]:
+    return {"status": s.value, "label": t(s.value.upper()), "icon": _ICONS[s]}
 
 
 def _is_number(x: Any) -> bool:
