@@ -383,7 +383,7 @@ def heatmap(a: Attribute, names: list[str], columns: dict[str, list[str]], table
                     g = f"{rk} & {names[-1]}={cv}"
                     if g in table.index:
                         grid[i, j] = table.loc[g, m]
-                        n = int(table.loc[g, "count"]) if "count" in table else int(a.sizes[a.groups.index(g)])
+                        n = int(a.sizes[a.groups.index(g)])
                         small = n < config.min_group_size
                         txt = "n/a" if not np.isfinite(grid[i, j]) else f"{grid[i, j]:.2f}"
                         ax.text(j, i, f"{txt}\nn={n}" + ("\n(small)" if small else ""), ha="center", va="center",
