@@ -106,6 +106,13 @@ def targets_for(ctx: Any, split: str, idx: np.ndarray, target: str) -> np.ndarra
     return ctx.proba(split)[idx].argmax(axis=1).astype(np.int64)
 
 
+def captum_version() -> str:
+    """The installed Captum's version, for the checks' notes."""
+    from importlib.metadata import version
+
+    return version("captum")
+
+
 def _seed(ctx: Any, name: str) -> int:
     return int(ctx.rng(name).integers(0, 2**31 - 1))
 

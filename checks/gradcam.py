@@ -49,14 +49,9 @@ class GradCam(Check[GradCamConfig]):
         name, layer = S.resolve_layer(ctx.model.native, config.layer)
         result = S.run_map_check(ctx, config, "gradcam")
         chosen = "named in the policy" if config.layer else "the last Conv2d found (default)"
-        notes = [f"Grad-CAM (captum {_captum()} LayerGradCam) at layer {name!r} ({type(layer).__name__}, {chosen}): "
-                 "the layer's activations weighted by the spatially averaged gradient of the explained class's "
-                 "score (the model's output before softmax), ReLU, upsampled bilinearly to the input size. "
+        notes = [f"Grad-CAM (captum {S.captum_version()} LayerGradCam) at layer {name!r} "
+                 f"({type(layer).__name__}, {chosen}): the layer's activations weighted by the spatially averaged "
+                 "gradient of the explained class's score (the model's output before softmax), ReLU, upsampled "
+                 "bilinearly to the input size. "
                  "Its resolution is the layer's: coarse maps are expected at late layers.", *result.notes]
         return result.with_(notes=notes, summary=f"{result.summary}, layer {name!r}")
-
-
-def _captum() -> str:
-    from importlib.metadata import version
-
-    return version("captum")

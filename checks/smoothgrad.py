@@ -49,11 +49,9 @@ class SmoothGrad(Check[SmoothGradConfig]):
 
     def run(self, ctx: AuditContext, config: SmoothGradConfig) -> CheckResult:
         """Compute and measure the maps."""
-        from importlib.metadata import version
-
         result = S.run_map_check(ctx, config, "smoothgrad")
         spread = S.input_range(ctx, config.split or ctx.eval_split)
-        notes = [f"SmoothGrad (captum {version('captum')} NoiseTunnel over Saliency): |gradient| of the explained "
+        notes = [f"SmoothGrad (captum {S.captum_version()} NoiseTunnel over Saliency): |gradient| of the explained "
                  f"class's score averaged over {config.samples} noisy copies per image, drawn in one batch, with "
                  f"noise sd {config.noise:g} x the input range {spread:.3g} = {config.noise * spread:.3g}; summed "
                  "over channels. Noise is seeded from the policy seed.", *result.notes]
