@@ -71,12 +71,12 @@ class ModelAdapter:
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """Class probabilities, shape ``(n, n_classes)``, columns in the model's class order."""
         if self.torch_model is not None:
-            return self.torch_model.predict_proba(X)
-        if self.kind == "onnx":
+            proba = self.torch_model.predict_proba(X)
+        elif self.kind == "onnx":
             proba = np.asarray(self.native.run(X)[1], dtype=np.float64)
         else:
             proba = np.asarray(self.native.predict_proba(X), dtype=np.float64)
-        # float32 outputs (XGBoost, ONNX) sum to 1 only up to ~1e-7: renormalise what is a rounding error
+        # float32 outputs (XGBoost, ONNX, PyTorch) sum to 1 only up to ~1e-7: renormalise what is a rounding error
         sums = proba.sum(axis=1, keepdims=True)
         if proba.ndim == 2 and np.all(np.abs(sums - 1) < 1e-4):
             proba = proba / sums
