@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from audit.artifacts.torch_models import DROPOUT_TYPES
+
 if TYPE_CHECKING:
     import torch
 
@@ -223,17 +225,13 @@ def coverage_curve(uncertainty: np.ndarray, correct: np.ndarray) -> Coverage:
 
 
 # -- MC dropout ---------------------------------------------------------------------------------------
-DROPOUT_NAMES = frozenset({"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
-                           "FeatureAlphaDropout"})
-
-
 def is_dropout(module: Any) -> bool:
     """Whether ``module`` is a dropout layer (also inside a TorchScript module, by its original class name)."""
     import torch.nn as nn
 
     if isinstance(module, nn.modules.dropout._DropoutNd):
         return True
-    return getattr(module, "original_name", None) in DROPOUT_NAMES
+    return getattr(module, "original_name", None) in DROPOUT_TYPES
 
 
 def dropout_modules(model: Any) -> list[Any]:
