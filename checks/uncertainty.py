@@ -9,6 +9,8 @@ referral rate per group. The arithmetic lives in ``checks/_uncertainty.py``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -307,10 +309,11 @@ class MCDropout(Check[MCDropoutConfig]):
         X = X_all.iloc[rows] if isinstance(X_all, pd.DataFrame) else X_all[rows]
         y_idx = _label_index(y_all[rows], ctx.labels)
         x = ctx.model.to_tensor(X)
-        to_proba = getattr(getattr(ctx.model, "torch_model", None), "probabilities", None)
         seeds = ctx.rng("mc_dropout.passes").integers(0, 2**31 - 1, size=8)
-        run_mc = _MCRunner(module, config, to_proba)
-        mc = run_mc(x, int(seeds[0]))
+        run_mc = functools.partial(U.mc_dropout_predict, module, passes=config.passes,
+                                   memory_budget_mb=config.memory_budget_mb,
+                                   to_proba=ctx.model.torch_model.probabilities)
+        mc = run_mc(x, seed=int(seeds[0]))
         pred = ctx.proba(split)[rows].argmax(axis=1)
         correct = pred == y_idx
         u = mc.score(config.score)
@@ -389,7 +392,7 @@ class MCDropout(Check[MCDropoutConfig]):
                    F.coverage_figure(curve, config.target_accuracy, k)]
         if config.top_k:
             order = np.argsort(-u, kind="stable")[:config.top_k]
-            if getattr(ctx, "data_kind", "tabular") == "image":
+            if ctx.data_kind == "image":
                 shown = ctx.images_for_display(split, rows[order])
                 figures.append(F.gallery_figure(shown, order, ctx.labels, y_idx, pred, u, config.score))
             else:
@@ -405,19 +408,8 @@ class MCDropout(Check[MCDropoutConfig]):
                            metrics=metrics, findings=findings, figures=figures, tables=tables, notes=notes)
 
 
-class _MCRunner:
-    """MC-dropout passes on a tensor with the check's options."""
-
-    def __init__(self, module: Any, config: MCDropoutConfig, to_proba: Any):
-        self.module, self.config, self.to_proba = module, config, to_proba
-
-    def __call__(self, x: Any, seed: int) -> U.MCResult:
-        return U.mc_dropout_predict(self.module, x, passes=self.config.passes, seed=seed,
-                                    memory_budget_mb=self.config.memory_budget_mb, to_proba=self.to_proba)
-
-
-def _ood_probes(ctx: AuditContext, config: MCDropoutConfig, x: Any, run_mc: _MCRunner, seed_gen: int,
-                seed_mc: int) -> tuple[dict[str, U.MCResult], list[str]]:
+def _ood_probes(ctx: AuditContext, config: MCDropoutConfig, x: Any, run_mc: Callable[..., U.MCResult],
+                seed_gen: int, seed_mc: int) -> tuple[dict[str, U.MCResult], list[str]]:
     """Run the generated probes and the given OOD data through the same MC passes."""
     import torch
 
@@ -441,11 +433,11 @@ def _ood_probes(ctx: AuditContext, config: MCDropoutConfig, x: Any, run_mc: _MCR
             sub = xs[rng.choice(len(xs), m, replace=False)]
             gen = sub + config.shift_scale * std
             what = f"'shift': {m} test inputs moved by +{config.shift_scale:g} per-feature (per-channel) std"
-        probes[probe] = run_mc(torch.from_numpy(gen.astype(np.float32)), seed_mc + i + 1)
+        probes[probe] = run_mc(torch.from_numpy(gen.astype(np.float32)), seed=seed_mc + i + 1)
         notes.append(f"OOD probe {what}.")
     if config.ood:
         data = _load_ood(ctx, config.ood)
-        probes["data"] = run_mc(data, seed_mc)
+        probes["data"] = run_mc(data, seed=seed_mc)
         notes.append(f"OOD probe 'data': {len(data)} rows from {config.ood}.")
     return probes, notes
 
