@@ -300,16 +300,27 @@ def cross_influence(model: nn.Module, checkpoints: Sequence[Checkpoint], X: torc
     (helpful, a proponent) and a negative one that it raised it (harmful). ``space`` must not be ``logits``
     (logit gradients of different rows live in different spaces).
     """
+    return cross_influences(model, checkpoints, X, y, [target], space=space, projection_dim=projection_dim,
+                            batch_size=batch_size, seed=seed, log_proba=log_proba)[0]
+
+
+def cross_influences(model: nn.Module, checkpoints: Sequence[Checkpoint], X: torch.Tensor, y: torch.Tensor,
+                     targets: Sequence[Callable[[dict[str, torch.Tensor]], torch.Tensor]], *, space: Space,
+                     projection_dim: int = 0, batch_size: int = 512, seed: int = 0,
+                     log_proba: LogProba | None = None) -> list[np.ndarray]:
+    """:func:`cross_influence` on several targets at once: the training rows' gradients are computed once."""
     if space == "logits":
         raise ValueError("cross_influence needs parameter gradients: space 'last_layer' or 'all', not 'logits'")
     gfn = GradientFn(model, space, projection_dim=projection_dim, seed=seed, log_proba=log_proba)
-    out = torch.zeros(len(y), dtype=torch.float64)
+    outs = [torch.zeros(len(y), dtype=torch.float64) for _ in targets]
     for ck in checkpoints:
-        ref = gfn.mean_grad(ck.params, target).double()
+        refs = [gfn.mean_grad(ck.params, target).double() for target in targets]
         for start in range(0, len(y), batch_size):
             sl = slice(start, start + batch_size)
-            out[sl] += ck.lr * (gfn(ck.params, X[sl], y[sl]).double() @ ref)
-    return out.numpy()
+            g = gfn(ck.params, X[sl], y[sl]).double()
+            for out, ref in zip(outs, refs, strict=True):
+                out[sl] += ck.lr * (g @ ref)
+    return [out.numpy() for out in outs]
 
 
 def mean_loss_target(model: nn.Module, X: torch.Tensor, y: torch.Tensor, log_proba: LogProba | None = None

@@ -185,11 +185,7 @@ class _Study:
         if cfg.method == "confident_learning":
             self._confident_learning(main, flagged)
         self.extra()
-        model, cks, log_proba = self.full_model()
-        if self.has_test:
-            self._test_influence(model, cks, log_proba)
-        if cfg.fairness:
-            self._fairness(model, cks, log_proba)
+        self._cross_influence()
         if self.has_test and cfg.cleanse_fraction > 0:
             self._cleanse(main)
         self.figures.insert(0, _distribution_figure(main.score, flagged))
@@ -278,15 +274,34 @@ class _Study:
                                  ["row", "given label", "predicted", "P(given label)", "also flagged by influence"],
                                  rows, caption=f"{len(issues)} rows in all, most suspicious first."))
 
-    def _test_influence(self, model: torch.nn.Module, cks: list[inf.Checkpoint], log_proba: Any) -> None:
-        cfg = self.config
-        x_tr, y_tr = self.design("train"), torch.as_tensor(self.y)
-        x_te, y_te = self.design("test"), torch.as_tensor(self.encode(self.ctx.y("test")))
-        target = inf.mean_loss_target(model, x_te, y_te, log_proba)
-        infl = inf.cross_influence(model, cks, x_tr, y_tr, target, space=self._cross_space(),
-                                   projection_dim=cfg.projection_dim, batch_size=cfg.scan_batch_size, seed=self.seed,
-                                   log_proba=log_proba)
-        harmful = np.argsort(infl, kind="stable")[:cfg.max_candidates]
+    def _cross_influence(self) -> None:
+        """Influence on the test loss and on the largest group gap, from one pass over the training gradients."""
+        ctx, cfg = self.ctx, self.config
+        model, cks, log_proba = self.full_model()
+        fair = cfg.fairness and ctx.task == "binary_classification" and bool(ctx.sensitive_features)
+        gap = self._largest_gap() if fair else None
+        targets = {}
+        if self.has_test:
+            y_te = torch.as_tensor(self.encode(ctx.y("test")))
+            targets["test"] = inf.mean_loss_target(model, self.design("test"), y_te, log_proba)
+        if gap is not None:
+            _, _, (_, _, i_hi), (_, _, i_lo) = gap
+            targets["gap"] = inf.gap_target(model, self.design(ctx.eval_split), i_hi, i_lo,
+                                            self.index[ctx.positive_label], log_proba)
+        infl = dict(zip(targets, inf.cross_influences(
+            model, cks, self.design("train"), torch.as_tensor(self.y), list(targets.values()),
+            space=self._cross_space(), projection_dim=cfg.projection_dim, batch_size=cfg.scan_batch_size,
+            seed=self.seed, log_proba=log_proba), strict=True)) if targets else {}
+        if "test" in infl:
+            self._test_influence(infl["test"])
+        if gap is not None:
+            self._gap_drivers(gap, infl["gap"])
+        elif fair:
+            self.notes.append("Influence on the group gap: no sensitive feature has two groups of at least "
+                              f"{cfg.min_group_size} rows.")
+
+    def _test_influence(self, infl: np.ndarray) -> None:
+        harmful = np.argsort(infl, kind="stable")[:self.config.max_candidates]
         labels = self.ctx.labels
         rows = [[int(r), labels[self.y[r]], round(float(infl[r]), 6)] for r in harmful if infl[r] < 0]
         self.tables.append(Table("harmful_rows", "Training rows that most raised the test loss", [
@@ -300,10 +315,9 @@ class _Study:
         g = self.config.gradient
         return "last_layer" if g in (None, "logits") else g
 
-    def _fairness(self, model: torch.nn.Module, cks: list[inf.Checkpoint], log_proba: Any) -> None:
+    def _largest_gap(self) -> tuple[Any, ...] | None:
+        """``(gap, feature, (rate, group, rows) highest, ... lowest)`` of positive predictions, or None."""
         ctx, cfg = self.ctx, self.config
-        if ctx.task != "binary_classification" or not ctx.sensitive_features:
-            return
         split = ctx.eval_split
         pred = ctx.predict(split) == ctx.positive_label
         sens = ctx.sensitive(split)
@@ -318,15 +332,13 @@ class _Study:
             gap = rates[-1][0] - rates[0][0]
             if best is None or gap > best[0]:
                 best = (gap, feature, rates[-1], rates[0])
-        if best is None:
-            self.notes.append("Influence on the group gap: no sensitive feature has two groups of at least "
-                              f"{cfg.min_group_size} rows.")
-            return
-        gap, feature, (r_hi, g_hi, i_hi), (r_lo, g_lo, i_lo) = best
-        target = inf.gap_target(model, self.design(split), i_hi, i_lo, self.index[ctx.positive_label], log_proba)
-        push = -inf.cross_influence(model, cks, self.design("train"), torch.as_tensor(self.y), target,
-                                    space=self._cross_space(), projection_dim=cfg.projection_dim,
-                                    batch_size=cfg.scan_batch_size, seed=self.seed, log_proba=log_proba)
+        return best
+
+    def _gap_drivers(self, best: tuple[Any, ...], infl: np.ndarray) -> None:
+        ctx, cfg = self.ctx, self.config
+        split = ctx.eval_split
+        gap, feature, (r_hi, g_hi, _), (r_lo, g_lo, _) = best
+        push = -infl
         top = np.argsort(-push, kind="stable")[:cfg.max_candidates]
         sens_tr = ctx.sensitive("train")
         rows = [[int(r), ctx.labels[self.y[r]], str(sens_tr[feature].iloc[r]), round(float(push[r]), 6)]
