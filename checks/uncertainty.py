@@ -422,7 +422,6 @@ def _ood_probes(ctx: AuditContext, config: MCDropoutConfig, x: Any, run_mc: Call
     shape[1] = xs.shape[1]
     mean = xs.mean(axis=axes).reshape(shape)
     std = np.maximum(xs.std(axis=axes).reshape(shape), 1e-6)
-    m = min(config.n_ood, len(xs)) if "shift" in config.ood_probes else config.n_ood
     for i, probe in enumerate(config.ood_probes):
         if probe == "noise":
             gen = mean + std * rng.standard_normal((config.n_ood, *xs.shape[1:]))
@@ -430,6 +429,7 @@ def _ood_probes(ctx: AuditContext, config: MCDropoutConfig, x: Any, run_mc: Call
                     f"{'pixel' if xs.ndim == 4 else 'feature'} from a normal with the test data's per-"
                     f"{'channel' if xs.ndim == 4 else 'feature'} mean and std")
         else:
+            m = min(config.n_ood, len(xs))
             sub = xs[rng.choice(len(xs), m, replace=False)]
             gen = sub + config.shift_scale * std
             what = f"'shift': {m} test inputs moved by +{config.shift_scale:g} per-feature (per-channel) std"
