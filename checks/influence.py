@@ -180,7 +180,7 @@ class _Study:
         main = self.scan(self.y)
         flagged = inf.top_k(main.score, self.n_flag)
         recall = self._canaries(flagged_count=self.n_flag)
-        self._label_errors(main, recall)
+        self._label_errors(main)
         self._candidates(main, flagged)
         if cfg.method == "confident_learning":
             self._confident_learning(main, flagged)
@@ -217,7 +217,7 @@ class _Study:
                 "is shown but its label-error verdict is withheld."), metric="canary_recall"))
         return recall
 
-    def _label_errors(self, main: inf.Scan, recall: float) -> None:
+    def _label_errors(self, main: inf.Scan) -> None:
         suspects = inf.confident_errors(self.y, main.proba)
         rate = len(suspects) / self.n
         note = "" if self.trusted else "withheld: the detector failed its canary self-validation"
