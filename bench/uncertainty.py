@@ -26,13 +26,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import resource
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _common import best_of  # bench/ is on sys.path when a benchmark runs as a script (and in spawned workers)
 
 
 def _setup(n: int, size: int) -> tuple[Any, Any]:
@@ -92,11 +88,7 @@ def _worker(name: str, n: int, size: int, passes: int, queue: Any) -> None:
     net, x = _setup(n, size)
     fn = {"deterministic": _deterministic, "mc": _mc, "mc_whole": _mc_whole, "naive": _naive}[name]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    seconds = float("inf")
-    for _ in range(3 if name == "deterministic" else 1):  # the target: the best of three single passes
-        t0 = time.perf_counter()
-        fn(net, x, passes)
-        seconds = min(seconds, time.perf_counter() - t0)
+    seconds = best_of(lambda: fn(net, x, passes), 3 if name == "deterministic" else 1)  # target: best of three
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put((seconds, (after - before) / 1024))
 
