@@ -38,8 +38,6 @@ class _Resources(HTMLParser):
 def example_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     import shutil
 
-    from tests.conftest import EXAMPLE_DIR
-
     work = tmp_path_factory.mktemp("e2e")
     shutil.copytree(EXAMPLE_DIR, work / "examples")
     proc = audit("run", "examples/credit.yaml", "--out", "report", cwd=work)
