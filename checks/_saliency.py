@@ -410,8 +410,8 @@ def region_focus(maps: np.ndarray, masks: np.ndarray) -> dict[str, Any] | None:
             "enrichment": float(share.mean() / max(area.mean(), 1e-12))}
 
 
-def occlusion(ctx: Any, split: str, masks: np.ndarray, fill: np.ndarray, *, rng: np.random.Generator,
-              batch_size: int) -> dict[str, Any] | None:
+def occlusion(ctx: Any, split: str, masks: np.ndarray, fill: np.ndarray, *,
+              rng: np.random.Generator) -> dict[str, Any] | None:
     """How often blanking the forbidden region changes the prediction.
 
     The baseline blanks the same mask rolled to a random place in the image (same shape and area).
@@ -636,8 +636,7 @@ def run_map_check(ctx: Any, config: Any, method: str) -> Any:
     forbidden = ctx.region_mask(split, "forbidden_regions")
     if forbidden is not None:
         occ = ctx.cached(("saliency_occlusion", split, config.fill),
-                         lambda: occlusion(ctx, split, forbidden, fill, rng=ctx.rng(f"occlusion.{split}"),
-                                           batch_size=config.batch_size))
+                         lambda: occlusion(ctx, split, forbidden, fill, rng=ctx.rng(f"occlusion.{split}")))
         if occ is not None:
             metrics.append(mean_ci(occ["flips"], "occlusion_flip_rate"))
             metrics.append(Metric("occlusion_flip_rate_baseline", float(occ["baseline_flips"].mean()),
