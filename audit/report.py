@@ -191,10 +191,15 @@ def _check_section(c: CheckResult, anchor: str, t: Callable[..., str]) -> dict[s
     }
 
 
+def _metric_status(m: Metric) -> Status | None:
+    """The judged status, or one from ``passed`` where only that was set; None for an unjudged metric."""
+    if m.status is None and m.passed is not None:
+        return Status.PASS if m.passed else Status.FAIL
+    return m.status
+
+
 def _metric_row(m: Metric, t: Callable[..., str]) -> dict[str, Any]:
-    status = m.status
-    if status is None and m.passed is not None:
-        status = Status.PASS if m.passed else Status.FAIL
+    status = _metric_status(m)
     has_ci = m.ci_low is not None or m.ci_high is not None
     return {"name": m.name, "group": m.group or "", "value": _num(m.value),
             "ci": f"[{_num(m.ci_low)}, {_num(m.ci_high)}]" if has_ci else None,
@@ -462,7 +467,7 @@ def render_junit(result: AuditResult) -> str:
     attrs = {"name": "xai-audit", "tests": str(len(result.checks)), "failures": str(counts["fail"]),
              "errors": str(counts["error"]), "skipped": str(counts["skipped"]), "time": f"{total:.3f}"}
     judged = [(c, m) for c in result.checks for m in c.metrics if m.group is None and m.threshold is not None]
-    failed = [(c, m) for c, m in judged if m.status is Status.FAIL or (m.status is None and m.passed is False)]
+    failed = [(c, m) for c, m in judged if _metric_status(m) is Status.FAIL]
     failed_ids = {id(m) for _, m in failed}
     root = ET.Element("testsuites", {**attrs, "tests": str(len(result.checks) + len(judged)),
                                      "failures": str(counts["fail"] + len(failed))})
@@ -512,7 +517,7 @@ def _problems(c: CheckResult, level: Status) -> str:
     """Plain-text list of the metrics at ``level`` and the findings that explain them."""
     lines = [c.summary] if c.summary else []
     for m in c.metrics:
-        if m.status is level or (level is Status.FAIL and m.status is None and m.passed is False):
+        if _metric_status(m) is level:
             bound = f" (threshold {m.threshold.describe()})" if m.threshold else ""
             group = f" [{m.group}]" if m.group else ""
             lines.append(f"- metric {m.name}{group} = {_num(m.value)}{bound}: {level.value}")
