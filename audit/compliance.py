@@ -49,9 +49,6 @@ def frameworks_dir() -> Path:
     return Path(str(files("policies.frameworks")))  # pragma: no cover - installed layout
 
 
-FRAMEWORKS_DIR = _SOURCE_DIR
-
-
 class FrameworkError(PolicyError):
     """A framework file is invalid; holds every issue, each with ``file:line:col``."""
 
