@@ -463,19 +463,13 @@ def _load_ood(ctx: AuditContext, relative: str) -> Any:
         if prep is None:
             raise ValueError(f"checks.mc_dropout.ood: {path.name} is an npz image file but the audit's data are "
                              "not images; give a csv or parquet file with the model's feature columns")
-        from audit.artifacts.images import convert_channels, resize, standardise
+        from audit.artifacts.images import split_from_arrays, standardise
 
-        if x.ndim == 3:
-            x = x[..., None]
-        elif x.ndim == 4 and x.shape[1] in (1, 3, 4) and x.shape[-1] not in (1, 3, 4):
-            x = np.moveaxis(x, 1, -1)  # channels first
-        if x.ndim != 4 or len(x) == 0:
-            raise ValueError(f"checks.mc_dropout.ood: `x` in {path.name} has shape {x.shape}; expected images "
-                             "(N, H, W), (N, H, W, C) or (N, C, H, W)")
-        raw = convert_channels(x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32),
-                               prep.channels)
-        if raw.shape[1:3] != tuple(prep.size):
-            raw = resize(raw, tuple(prep.size))
+        # read like the audit's own npz data (layout, 8-bit scaling, channels, size); labels are not needed
+        raw = split_from_arrays(x, np.zeros(x.shape[:1]), {}, name=path.name,
+                                where=ctx.loaded_policy.where("checks", "mc_dropout", "ood"),
+                                key="checks.mc_dropout.ood", channels=prep.channels, size=tuple(prep.size),
+                                layout="auto").raw
         return ctx.model.to_tensor(standardise(raw, prep))
     raise ValueError(f"checks.mc_dropout.ood: {path.name}: expected a .csv, .parquet or .npz file")
 
