@@ -60,6 +60,18 @@ class AuditContext:
         """The split checks judge the model on: ``test`` when given, else ``train``."""
         return "test" if "test" in self.artifacts.frames else "train"
 
+    @property
+    def reference_split(self) -> str:
+        """The split that describes the data's distribution: ``train`` when given, else ``eval_split``."""
+        return "train" if "train" in self.artifacts.frames else self.eval_split
+
+    def resolve_split(self, split: str | None) -> str:
+        """The split a check was asked for (``None``: ``eval_split``); a ``ValueError`` names the splits there are."""
+        split = split or self.eval_split
+        if split not in self.artifacts.frames:
+            raise ValueError(f"split {split!r} is not in the policy's data (have: {self.splits})")
+        return split
+
     def frame(self, split: str) -> pd.DataFrame:
         """The whole table of a split, as read."""
         return self.artifacts.frames[split]

@@ -65,10 +65,7 @@ def proxy_scores(ctx: AuditContext, *, split: str | None = None) -> pd.DataFrame
         ``method`` (a sentence for method notes). Empty (with these columns) when there are no sensitive
         features or no other model features. Do not modify it: it is shared through the context cache.
     """
-    if split is None:
-        split = "train" if "train" in ctx.splits else ctx.eval_split
-    if split not in ctx.splits:
-        raise ValueError(f"proxy_scores: split {split!r} is not in the policy's data (have: {ctx.splits})")
+    split = ctx.resolve_split(split or ctx.reference_split)
 
     def compute() -> pd.DataFrame:
         sensitive = list(ctx.sensitive_features)

@@ -249,7 +249,7 @@ def shap_attributions(ctx: AuditContext, params: ShapParams) -> Attributions:
 
 
 def _background(ctx: AuditContext, n: int, name: str) -> pd.DataFrame:
-    source = "train" if "train" in ctx.splits else ctx.eval_split
+    source = ctx.reference_split
     X = ctx.X(source)
     if len(X) <= n:
         return X
@@ -358,7 +358,7 @@ def lime_explainer(ctx: AuditContext, params: LimeParams) -> Any:
     """A LimeTabularExplainer (regression mode on the explained scale) built on the training data statistics."""
     from lime.lime_tabular import LimeTabularExplainer
 
-    source = "train" if "train" in ctx.splits else ctx.eval_split
+    source = ctx.reference_split
     X = ctx.X(source)
     nonnum = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
     if nonnum:

@@ -516,9 +516,7 @@ def run_map_check(ctx: Any, config: Any, method: str) -> Any:
     from audit.stats import bootstrap_ci
     from checks import _saliency_figures as F  # noqa: N812
 
-    split = config.split or ctx.eval_split
-    if split not in ctx.splits:
-        raise ValueError(f"split {split!r} is not in the policy's data (have: {ctx.splits})")
+    split = ctx.resolve_split(config.split)
     name = TITLES[method]
     params = params_for(ctx, method, config)
     idx = sample_indices(ctx, split, config.n_images)

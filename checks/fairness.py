@@ -110,9 +110,7 @@ class Fairness(Check[FairnessConfig]):
 
     def run(self, ctx: AuditContext, config: FairnessConfig) -> CheckResult:
         """Measure per group, bootstrap the counts, compute the gaps, screen proxies, draw."""
-        split = config.split or ctx.eval_split
-        if split not in ctx.splits:
-            raise ValueError(f"split {split!r} is not in the policy's data (have: {ctx.splits})")
+        split = ctx.resolve_split(config.split)
         names = list(config.sensitive_features or ctx.sensitive_features)
         frame = ctx.frame(split)
         missing = [n for n in names if n not in frame.columns]

@@ -68,9 +68,7 @@ class Lime(Check[LimeConfig]):
 
     def run(self, ctx: AuditContext, config: LimeConfig) -> CheckResult:
         """Explain the rows ``stability_runs`` times each; measure overlap, spread and fidelity; draw."""
-        split = config.split or ctx.eval_split
-        if split not in ctx.splits:
-            raise ValueError(f"split {split!r} is not in the policy's data (have: {ctx.splits})")
+        split = ctx.resolve_split(config.split)
         params = params_for(ctx, LimeParams, config)
         att = lime_attributions(ctx, params)
         k = min(config.top_k, len(ctx.features))

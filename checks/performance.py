@@ -61,9 +61,7 @@ class Performance(Check[PerformanceConfig]):
 
     def run(self, ctx: AuditContext, config: PerformanceConfig) -> CheckResult:
         """Measure, bootstrap, break down by group, draw the confusion matrix and ROC curve."""
-        split = config.split or ctx.eval_split
-        if split not in ctx.splits:
-            raise ValueError(f"split {split!r} is not in the policy's data (have: {ctx.splits})")
+        split = ctx.resolve_split(config.split)
         y = ctx.y(split)
         proba = ctx.proba(split)
         pred = self._predict(ctx, split, config)

@@ -79,9 +79,7 @@ class Shap(Check[ShapConfig]):
 
     def run(self, ctx: AuditContext, config: ShapConfig) -> CheckResult:
         """Compute (or reuse) the SHAP values, then measure, rank and draw."""
-        split = config.split or ctx.eval_split
-        if split not in ctx.splits:
-            raise ValueError(f"split {split!r} is not in the policy's data (have: {ctx.splits})")
+        split = ctx.resolve_split(config.split)
         params = params_for(ctx, ShapParams, config)
         att = shap_attributions(ctx, params)
         features = list(ctx.features)

@@ -77,9 +77,7 @@ class Calibration(Check[CalibrationConfig]):
 
     def run(self, ctx: AuditContext, config: CalibrationConfig) -> CheckResult:
         """Bin, measure, bootstrap, break down by group, draw."""
-        split = config.split or ctx.eval_split
-        if split not in ctx.splits:
-            raise ValueError(f"split {split!r} is not in the policy's data (have: {ctx.splits})")
+        split = ctx.resolve_split(config.split)
         proba = ctx.proba(split)
         if proba is None:
             raise ValueError("calibration needs a model with probabilities")
@@ -298,9 +296,7 @@ class MCDropout(Check[MCDropoutConfig]):
 
     def run(self, ctx: AuditContext, config: MCDropoutConfig) -> CheckResult:
         """Sample, summarise, rank, refer, probe, break down by group, draw."""
-        split = config.split or ctx.eval_split
-        if split not in ctx.splits:
-            raise ValueError(f"split {split!r} is not in the policy's data (have: {ctx.splits})")
+        split = ctx.resolve_split(config.split)
         module = ctx.model.native
         X_all, y_all = ctx.X(split), ctx.y(split)
         rows = np.arange(len(y_all))
