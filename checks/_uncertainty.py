@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from audit.artifacts.torch_models import DROPOUT_TYPES
+from audit.artifacts.torch_models import is_dropout
 
 if TYPE_CHECKING:
     import torch
@@ -225,15 +225,6 @@ def coverage_curve(uncertainty: np.ndarray, correct: np.ndarray) -> Coverage:
 
 
 # -- MC dropout ---------------------------------------------------------------------------------------
-def is_dropout(module: Any) -> bool:
-    """Whether ``module`` is a dropout layer (also inside a TorchScript module, by its original class name)."""
-    import torch.nn as nn
-
-    if isinstance(module, nn.modules.dropout._DropoutNd):
-        return True
-    return getattr(module, "original_name", None) in DROPOUT_TYPES
-
-
 def dropout_modules(model: Any) -> list[Any]:
     """The dropout layers of a module, in ``modules()`` order."""
     return [m for m in model.modules() if is_dropout(m)]

@@ -104,12 +104,16 @@ class TorchModel:
     @property
     def has_dropout(self) -> bool:
         """Whether any layer is a dropout layer (MC dropout needs one)."""
-        return any(layer_type(m) in DROPOUT_TYPES for m in self.module.modules())
+        return any(is_dropout(m) for m in self.module.modules())
 
 
-def layer_type(module: Any) -> str:
-    """Class name of a layer; TorchScript layers keep theirs in ``original_name``."""
-    return getattr(module, "original_name", None) or type(module).__name__
+def is_dropout(module: Any) -> bool:
+    """Whether ``module`` is a dropout layer: a ``torch.nn`` dropout class or subclass, or a scripted one."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return True
+    return getattr(module, "original_name", None) in DROPOUT_TYPES
 
 
 def fingerprint(module: Any) -> str:

@@ -14,7 +14,7 @@ import torch
 
 from audit import run_audit
 from audit.artifacts import load_artifacts
-from audit.artifacts.torch_models import fingerprint
+from audit.artifacts.torch_models import fingerprint, is_dropout
 from audit.context import AuditContext
 from audit.errors import ArtifactError, PolicyError
 from audit.policy import load_policy
@@ -322,3 +322,12 @@ def test_tabular_data_still_needs_a_target(tmp_path: Path) -> None:
 class _SklearnLike:
     def predict(self, X: Any) -> np.ndarray:
         return np.zeros(len(X))
+
+
+def test_dropout_found_by_class_not_by_name() -> None:
+    class MyDropout(torch.nn.Dropout):  # a custom subclass is still dropout: the mc_dropout check must run
+        pass
+
+    assert is_dropout(MyDropout(0.2)) and is_dropout(torch.nn.AlphaDropout(0.1))
+    assert is_dropout(torch.jit.script(torch.nn.Sequential(torch.nn.Dropout(0.1)))[0])
+    assert not is_dropout(torch.nn.Linear(2, 2)) and not is_dropout(torch.nn.BatchNorm1d(2))
