@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.results import Status
+from audit.results import Status, describe_bound
 
 _RANK = {s.value: s.rank for s in Status}
 _EVIDENCE = {"pass", "warn", "fail"}
@@ -122,7 +122,7 @@ def diff_results(old: dict[str, Any], new: dict[str, Any]) -> AuditDiff:
                 delta = None
             th = b.get("threshold") or a.get("threshold") or {}
             out.metrics.append(MetricDelta(cid, name, av, bv, delta, a.get("status"), b.get("status"),
-                                           _describe(th)))
+                                           describe_bound(th.get("min"), th.get("max"), th.get("severity", "fail"))))
     old_ob = _obligations(old)
     for ob_id, st in (_obligations(new) if old_ob else {}).items():  # an older result has no matrix
         if old_ob.get(ob_id) != st:
@@ -133,17 +133,6 @@ def diff_results(old: dict[str, Any], new: dict[str, Any]) -> AuditDiff:
 def _obligations(d: dict[str, Any]) -> dict[str, str]:
     return {ob["id"]: ob["status"] for fw in (d.get("compliance") or {}).get("frameworks", [])
             for ob in fw.get("obligations", [])}
-
-
-def _describe(th: dict[str, Any]) -> str:
-    lo, hi = th.get("min"), th.get("max")
-    if lo is not None and hi is not None:
-        return f"in [{lo:.4g}, {hi:.4g}]"
-    if lo is not None:
-        return f">= {lo:.4g}"
-    if hi is not None:
-        return f"<= {hi:.4g}"
-    return ""
 
 
 def _n(x: Any, signed: bool = False) -> str:

@@ -68,13 +68,23 @@ class Threshold(BaseModel):
 
     def describe(self) -> str:
         """Human-readable form, e.g. ``>= 0.8``, ``in [0.2, 0.4]`` or ``>= 0.7 (advisory)``."""
-        if self.min is not None and self.max is not None:
-            text = f"in [{_fmt(self.min)}, {_fmt(self.max)}]"
-        elif self.min is not None:
-            text = f">= {_fmt(self.min)}"
-        else:
-            text = f"<= {_fmt(self.max)}"
-        return f"{text} (advisory)" if self.severity == "warn" else text
+        return describe_bound(self.min, self.max, self.severity)
+
+
+def describe_bound(low: float | None, high: float | None, severity: str = "fail") -> str:
+    """A threshold's bounds in words (``>= 0.8``, ``in [0.2, 0.4]``, ``>= 0.7 (advisory)``; ``""`` for none).
+
+    Shared by :meth:`Threshold.describe` and readers of ``result.json`` thresholds (``audit diff``).
+    """
+    if low is not None and high is not None:
+        text = f"in [{_fmt(low)}, {_fmt(high)}]"
+    elif low is not None:
+        text = f">= {_fmt(low)}"
+    elif high is not None:
+        text = f"<= {_fmt(high)}"
+    else:
+        return ""
+    return f"{text} (advisory)" if severity == "warn" else text
 
 
 def _fmt(x: float | None) -> str:

@@ -40,6 +40,15 @@ def test_deltas_and_worse_status() -> None:
     assert "| performance | roc_auc |" in render_markdown(d)
 
 
+def test_threshold_described_as_the_report_does() -> None:
+    advisory = Threshold(min=0.7, severity="warn")
+    lime = CheckResult("lime", status=Status.WARN,
+                       metrics=[Metric("stability", 0.6, threshold=advisory, passed=False, status=Status.WARN)])
+    r = AuditResult(status=Status.WARN, exit_code=0, meta={"name": "m"}, provenance={}, checks=[lime])
+    d = diff_results(json.loads(r.to_json()), json.loads(r.to_json()))
+    assert next(m for m in d.metrics if m.metric == "stability").threshold == advisory.describe() == ">= 0.7 (advisory)"
+
+
 def test_improvement_and_equal_are_not_regressions() -> None:
     assert diff_results(_result(Status.FAIL, 0.7), _result(Status.PASS, 0.8)).regressed == []
     same = diff_results(_result(Status.WARN, 0.76), _result(Status.WARN, 0.76))
