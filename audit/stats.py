@@ -1,10 +1,32 @@
-"""Small statistics shared by checks: percentile bootstrap intervals."""
+"""Small statistics shared by checks: bootstrap resamples and percentile intervals."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import numpy as np
+
+
+def bootstrap_samples(statistic: Callable[[np.ndarray], float], n: int, *, n_boot: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """``statistic(indices)`` on ``n_boot`` resamples of ``n`` rows drawn with replacement (NaN kept)."""
+    values = np.empty(n_boot)
+    for b in range(n_boot):
+        values[b] = statistic(rng.integers(0, n, size=n))
+    return values
+
+
+def percentile_interval(samples: np.ndarray, alpha: float) -> tuple[float | None, float | None]:
+    """The ``[alpha, 1 - alpha]`` percentile interval of the finite ``samples``.
+
+    ``(None, None)`` when fewer than half the samples are finite (the statistic is mostly undefined).
+    """
+    s = np.asarray(samples, dtype=float)
+    s = s[np.isfinite(s)]
+    if len(s) == 0 or len(s) < len(samples) / 2:
+        return None, None
+    lo, hi = np.quantile(s, [alpha, 1 - alpha])
+    return float(lo), float(hi)
 
 
 def bootstrap_ci(
@@ -23,12 +45,4 @@ def bootstrap_ci(
     """
     if n_boot <= 0 or n == 0:
         return None, None
-    values = np.empty(n_boot)
-    for b in range(n_boot):
-        values[b] = statistic(rng.integers(0, n, size=n))
-    values = values[np.isfinite(values)]
-    if len(values) < n_boot / 2:
-        return None, None
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(values, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+    return percentile_interval(bootstrap_samples(statistic, n, n_boot=n_boot, rng=rng), (1 - confidence) / 2)

@@ -143,21 +143,8 @@ def disparities(counts: np.ndarray, eligible: np.ndarray) -> dict[str, np.ndarra
     }
 
 
-def percentile_interval(samples: np.ndarray, alpha: float) -> tuple[float | None, float | None]:
-    """The ``[alpha, 1 - alpha]`` percentile interval of the finite ``samples`` along the first axis.
-
-    ``(None, None)`` when fewer than half the samples are finite (the statistic is mostly undefined).
-    """
-    s = np.asarray(samples, dtype=float)
-    s = s[np.isfinite(s)]
-    if len(s) == 0 or len(s) < len(samples) / 2:
-        return None, None
-    lo, hi = np.quantile(s, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
 def percentile_intervals(samples: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`percentile_interval` for each column of ``samples`` ``(B, K)`` at once: two ``(K,)`` arrays."""
+    """:func:`audit.stats.percentile_interval` for each column of ``samples`` ``(B, K)``: two ``(K,)`` arrays."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column gives NaN, as intended
         lo, hi = np.nanquantile(samples, [alpha, 1 - alpha], axis=0)

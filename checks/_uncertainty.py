@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from audit.artifacts.torch_models import is_dropout
+from audit.stats import bootstrap_samples
 
 if TYPE_CHECKING:
     import torch
@@ -155,7 +156,7 @@ def bias_corrected_ci(statistic: Callable[[np.ndarray], float], n: int, *, n_boo
     if n_boot <= 0 or n == 0:
         return None, None
     estimate = statistic(np.arange(n))
-    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(n_boot)])
+    values = bootstrap_samples(statistic, n, n_boot=n_boot, rng=rng)
     values = values[np.isfinite(values)]
     if len(values) < n_boot / 2 or not np.isfinite(estimate):
         return None, None

@@ -26,6 +26,7 @@ from audit.judge import judge_metric
 from audit.proxies import MISSING_LABEL, proxy_scores
 from audit.registry import Check, CheckConfig, Requires, register
 from audit.results import CheckResult, Finding, Metric, Status, Table, Threshold
+from audit.stats import percentile_interval
 from checks import _fairness_stats as fs
 
 GroupMetric = Literal["selection_rate", "true_positive_rate", "true_negative_rate", "false_positive_rate",
@@ -329,7 +330,7 @@ def _gaps(attributes: list[fs.Attribute], counts: np.ndarray, boot: np.ndarray, 
             s = samples.get(name, np.zeros(0))
             component = _COMPONENT.get(name) or _eo_component(table, name)
             best, worst = _extremes(table, component, config.positive_is_favorable)
-            ci = fs.percentile_interval(s, alpha) if len(s) else (None, None)
+            ci = percentile_interval(s, alpha) if len(s) else (None, None)
             t = config.thresholds.get(name)
             gap = _Gap(name, a.name, value, ci, ci, best, worst, component, t, samples=s)
             if t is not None and value is not None and len(s):
@@ -341,7 +342,7 @@ def _gaps(attributes: list[fs.Attribute], counts: np.ndarray, boot: np.ndarray, 
         for g, p_adj in zip(family, adj, strict=True):
             g.p_adj = float(p_adj)
             if len(g.samples) and g.p_adj > g.p:
-                g.judged_ci = fs.percentile_interval(g.samples, alpha * g.p / g.p_adj)
+                g.judged_ci = percentile_interval(g.samples, alpha * g.p / g.p_adj)
             judged = judge_metric(Metric(name, g.value, ci_low=g.judged_ci[0], ci_high=g.judged_ci[1]),
                                   g.threshold) if g.threshold else None
             g.status, g.note = (judged.status, judged.note) if judged else (None, "")
