@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 from sklearn import metrics as skm
 
+from audit.artifacts.torch_models import read_state_dict
 from audit.context import AuditContext
 from audit.plotting import PALETTE, figure, to_svg
 from audit.registry import Check, CheckConfig, Requires, register
@@ -481,7 +482,7 @@ class _TorchStudy(_Study):
         self.module = inf.frozen_copy(tm.module)
         self.log_proba: inf.LogProba = lambda out: torch.log(tm.probabilities(out).clamp_min(1e-12))
         self.tm = tm
-        states = [(_load_state(ctx.loaded_policy.resolve(c.path)), c.learning_rate) for c in config.checkpoints]
+        states = [(_checkpoint_state(ctx, i, c.path), c.learning_rate) for i, c in enumerate(config.checkpoints)]
         self.cks = inf.module_checkpoints(self.module, states)
         self.space: inf.Space = config.gradient or "last_layer"
         self.x = tm.to_tensor(ctx.X("train"))
@@ -514,13 +515,12 @@ class _TorchStudy(_Study):
             self.figures.append(_gallery(self.ctx.images_for_display("train", idx), self.evidence[:len(idx)]))
 
 
-def _load_state(path: Any) -> dict[str, torch.Tensor]:
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+def _checkpoint_state(ctx: AuditContext, i: int, path: str) -> dict[str, torch.Tensor]:
+    """The tensors of the policy's ``i``-th checkpoint, read like the model's own weights (never running code)."""
+    key = ("checks", "influence", "checkpoints", i, "path")
+    state, _ = read_state_dict(ctx.loaded_policy.resolve(path), where=ctx.loaded_policy.where(*key),
+                               key=f"checks.influence.checkpoints[{i}].path")
+    return state
 
 
 # -- figures ------------------------------------------------------------------------------------------------

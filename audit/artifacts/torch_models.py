@@ -187,8 +187,11 @@ def import_architecture(spec: str, *, folder: Path | None, where: str) -> type:
     return cls
 
 
-def read_state_dict(path: Path, *, where: str) -> tuple[dict[str, Any], list[str]]:
-    """Tensors of a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file, and notes."""
+def read_state_dict(path: Path, *, where: str, key: str = "model.path") -> tuple[dict[str, Any], list[str]]:
+    """Tensors of a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file, and notes.
+
+    ``where`` and ``key`` locate the policy entry that named the file, for the error messages.
+    """
     import torch
 
     notes: list[str] = []
@@ -200,7 +203,7 @@ def read_state_dict(path: Path, *, where: str) -> tuple[dict[str, Any], list[str
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:240]
-        raise ArtifactError([Issue(where, "model.path", (
+        raise ArtifactError([Issue(where, key, (
             f"cannot read {path.name} as a state dict (torch.load with weights_only=True, which never runs code "
             f"from the file): {type(exc).__name__}: {first}. Save the weights with "
             "torch.save(model.state_dict(), path) or safetensors, or export the model with torch.jit.script"))]
@@ -212,7 +215,7 @@ def read_state_dict(path: Path, *, where: str) -> tuple[dict[str, Any], list[str
                 notes.append(f"{path.name} is a checkpoint; its weights were read from the key {k!r}")
                 return dict(inner), notes
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ArtifactError([Issue(where, "model.path", f"{path.name} holds a {type(obj).__name__}, not a state "
+        raise ArtifactError([Issue(where, key, f"{path.name} holds a {type(obj).__name__}, not a state "
                                    "dict of tensors; save model.state_dict()")])
     return dict(obj), notes
 
