@@ -45,3 +45,8 @@ def to_svg(fig: Any) -> bytes:
         fig.tight_layout()
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "xai-audit"})
     return buf.getvalue()
+
+
+def figure_id(text: object) -> str:
+    """A figure-id-safe form of a name (a feature, a group): letters and digits, the rest ``_``, lower case."""
+    return "".join(c if c.isalnum() else "_" for c in str(text)).strip("_").lower() or "x"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -46,3 +47,12 @@ def bootstrap_ci(
     if n_boot <= 0 or n == 0:
         return None, None
     return percentile_interval(bootstrap_samples(statistic, n, n_boot=n_boot, rng=rng), (1 - confidence) / 2)
+
+
+def finite(x: Any) -> float | None:
+    """``float(x)``, or ``None`` when it is not a finite number (how metrics say "not computable")."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None

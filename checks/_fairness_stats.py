@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from audit.plotting import PALETTE, figure, to_svg
+from audit.plotting import PALETTE, figure, figure_id, to_svg
 from audit.results import Figure, Metric, Table, Threshold
+from audit.stats import finite
 
 CELLS = ("tp", "fp", "fn", "tn")
 TP, FP, FN, TN = range(4)
@@ -322,7 +323,7 @@ def bar_figure(a: Attribute, table: pd.DataFrame, metrics: list[Metric], config:
             ax.set_title(m.replace("_", " ") + (f"\n(dashed: {line})" if line else ""), fontsize=8)
             ax.tick_params(axis="x", labelsize=7)
         data = to_svg(fig)
-    return Figure(f"bars_{_slug(a.name)}", f"Metrics by group: {a.name}", data,
+    return Figure(f"bars_{figure_id(a.name)}", f"Metrics by group: {a.name}", data,
                   caption=f"Each metric per {a.name} group with its {config.confidence:.0%} bootstrap interval. "
                   f"Grey bars: groups under {config.min_group_size} rows (not judged). Dashed line: the threshold, "
                   "relative to the best group (groups left of it make the gap miss its bound).",
@@ -381,7 +382,7 @@ def heatmap(a: Attribute, names: list[str], columns: dict[str, list[str]], table
             ax.set_title(m.replace("_", " "), fontsize=8)
             ax.spines[:].set_visible(False)
         data = to_svg(fig)
-    return Figure(f"heatmap_{_slug(a.name)}", f"Intersectional groups: {a.name}", data,
+    return Figure(f"heatmap_{figure_id(a.name)}", f"Intersectional groups: {a.name}", data,
                   caption=f"Selection rate and true positive rate of each combination of {', '.join(names)}, with "
                   f"its size; groups under {config.min_group_size} rows are greyed and not judged.",
                   alt=f"Heat map of selection rate and true positive rate over the combinations of {', '.join(names)}.")
@@ -389,19 +390,6 @@ def heatmap(a: Attribute, names: list[str], columns: dict[str, list[str]], table
 
 def _short(group: str, attribute: str) -> str:
     return group if " x " in attribute else group.split("=", 1)[1]
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_").lower()
-
-
-def finite(x: Any) -> float | None:
-    """``float(x)``, or ``None`` when it is not a finite number."""
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if np.isfinite(v) else None
 
 
 def none_to_nan(x: float | None) -> float:

@@ -6,14 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from audit.plotting import PALETTE, figure, to_svg
+from audit.plotting import PALETTE, figure, figure_id, to_svg
 from audit.results import Figure, Table
 from checks import _uncertainty as U
-
-
-def slug(text: str) -> str:
-    """A figure-id-safe form of a name."""
-    return "".join(c if c.isalnum() else "_" for c in str(text)).strip("_").lower() or "x"
 
 
 # -- calibration ----------------------------------------------------------------------------------------
@@ -70,7 +65,7 @@ def group_reliability_figure(feature: str, curves: list[tuple[str, np.ndarray, i
         ax.legend(title=feature, loc="upper left", frameon=False)
         data = to_svg(fig)
     shown = "" if len(curves) < len(PALETTE) else f" (the first {len(PALETTE) - 1} groups)"
-    return Figure(f"reliability_by_{slug(feature)}", f"Reliability by {feature}", data,
+    return Figure(f"reliability_by_{figure_id(feature)}", f"Reliability by {feature}", data,
                   caption=f"Reliability curve of each {feature} group{shown}, equal-mass bins.",
                   alt=f"One reliability curve per {feature} group against the diagonal.")
 

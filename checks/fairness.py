@@ -26,7 +26,7 @@ from audit.judge import judge_metric
 from audit.proxies import MISSING_LABEL, proxy_scores
 from audit.registry import Check, CheckConfig, Requires, register
 from audit.results import CheckResult, Finding, Metric, Status, Table, Threshold
-from audit.stats import percentile_interval
+from audit.stats import finite, percentile_interval
 from checks import _fairness_stats as fs
 
 GroupMetric = Literal["selection_rate", "true_positive_rate", "true_negative_rate", "false_positive_rate",
@@ -150,9 +150,9 @@ class Fairness(Check[FairnessConfig]):
             for gi, g in enumerate(a.groups):
                 for mi, m in enumerate(config.metrics):
                     has_ci = m != "count"  # the group's size is a fact of the data, not an estimate
-                    metrics.append(Metric(m, fs.finite(table.loc[g, m]), group=g,
-                                          ci_low=fs.finite(lo[gi, mi]) if has_ci else None,
-                                          ci_high=fs.finite(hi[gi, mi]) if has_ci else None,
+                    metrics.append(Metric(m, finite(table.loc[g, m]), group=g,
+                                          ci_low=finite(lo[gi, mi]) if has_ci else None,
+                                          ci_high=finite(hi[gi, mi]) if has_ci else None,
                                           description=fs.RATE_DESCRIPTIONS[m]))
 
         gaps = _gaps(attributes, counts, boot, per_group, config, alpha)
@@ -326,7 +326,7 @@ def _gaps(attributes: list[fs.Attribute], counts: np.ndarray, boot: np.ndarray, 
         point = fs.disparities(fs.aggregate(counts, a.members), a.eligible)
         samples = fs.disparities(fs.aggregate(boot, a.members), a.eligible) if len(boot) else {}
         for name in fs.DISPARITY_DESCRIPTIONS:
-            value = fs.finite(point[name])
+            value = finite(point[name])
             s = samples.get(name, np.zeros(0))
             component = _COMPONENT.get(name) or _eo_component(table, name)
             best, worst = _extremes(table, component, config.positive_is_favorable)

@@ -13,7 +13,7 @@ from audit.context import AuditContext
 from audit.plotting import PALETTE, figure, to_svg
 from audit.registry import Check, CheckConfig, Requires, register
 from audit.results import CheckResult, Figure, Metric, Table
-from audit.stats import bootstrap_ci
+from audit.stats import bootstrap_ci, finite
 
 METRICS = {
     "accuracy": "Share of correct predictions.",
@@ -80,7 +80,7 @@ class Performance(Check[PerformanceConfig]):
             value = fn(y, pred, proba, slice(None))
             lo, hi = bootstrap_ci(lambda idx, fn=fn: fn(y, pred, proba, idx), len(y), n_boot=config.n_boot,
                                   confidence=config.confidence, rng=rng)
-            out.append(Metric(name, _finite(value), ci_low=lo, ci_high=hi, description=METRICS[name]))
+            out.append(Metric(name, finite(value), ci_low=lo, ci_high=hi, description=METRICS[name]))
         if config.n_boot:
             notes.append(f"Intervals: {config.confidence:.0%} percentile bootstrap over {config.n_boot} resamples "
                          "of the evaluation rows.")
@@ -161,11 +161,6 @@ def _quiet(fn: Any, *args: Any) -> float:
         return fn(*args)
 
 
-def _finite(x: Any) -> float | None:
-    x = float(x)
-    return x if np.isfinite(x) else None
-
-
 def _per_group(ctx: AuditContext, split: str, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None,
                scorer: _Scorer, config: PerformanceConfig) -> tuple[list[Metric], list[str]]:
     """The headline metrics and the row count for each group of each sensitive feature (``feature=value``)."""
@@ -180,7 +175,7 @@ def _per_group(ctx: AuditContext, split: str, y: np.ndarray, pred: np.ndarray, p
             idx = np.flatnonzero(col == value)
             group = f"{feature}={value}"
             metrics.append(Metric("count", float(len(idx)), group=group))
-            metrics.extend(Metric(n, _finite(fns[n](y, pred, proba, idx)), group=group) for n in names)
+            metrics.extend(Metric(n, finite(fns[n](y, pred, proba, idx)), group=group) for n in names)
             if len(idx) < config.min_group_size:
                 small.append(f"{group} (n={len(idx)})")
     return metrics, small
