@@ -25,6 +25,10 @@ from threadpoolctl import threadpool_limits
 from audit.context import AuditContext
 
 _EPS = 1e-12
+# what explanations evidence: meaningful information about the logic involved (GDPR), transparency and the
+# documented design logic (AI Act); shared by the shap, lime and explanation_agreement checks
+OBLIGATIONS = ("gdpr.art13.2.f", "gdpr.art14.2.g", "gdpr.art15.1.h", "gdpr.art22", "eu_ai_act.art13",
+               "eu_ai_act.annex_iv.2.b")
 
 
 # -- what is explained ------------------------------------------------------------------------------------------

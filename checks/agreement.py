@@ -13,6 +13,7 @@ from audit.plotting import PALETTE, figure, to_svg
 from audit.registry import Check, CheckConfig, Requires, register
 from audit.results import CheckResult, Figure, Finding, Metric, Table
 from checks._explain import (
+    OBLIGATIONS,
     Attributions,
     LimeParams,
     ShapParams,
@@ -87,8 +88,7 @@ class ExplanationAgreement(Check[AgreementConfig]):
         "overlap of SHAP and LIME attributions, per row and overall, with the rows where they disagree most.")
     config_model = AgreementConfig
     applies_to: ClassVar[Requires] = Requires(needs=frozenset({"tabular", "probabilities"}))
-    obligations: ClassVar[tuple[str, ...]] = ("gdpr.art13.2.f", "gdpr.art14.2.g", "gdpr.art15.1.h", "gdpr.art22",
-                                              "eu_ai_act.art13", "eu_ai_act.annex_iv.2.b")
+    obligations: ClassVar[tuple[str, ...]] = OBLIGATIONS
     metric_names: ClassVar[dict[str, str]] = METRICS
     default_thresholds: ClassVar[dict[str, dict[str, float]]] = {"rank_correlation": {"min": 0.0, "warn_margin": 0.5}}
 

@@ -12,7 +12,16 @@ from audit.context import AuditContext
 from audit.plotting import PALETTE, figure, to_svg
 from audit.registry import Check, CheckConfig, Requires, register
 from audit.results import CheckResult, Figure, Finding, Metric, Table
-from checks._explain import Attributions, LimeParams, jaccard, lime_attributions, mean_finite, params_for, top_k
+from checks._explain import (
+    OBLIGATIONS,
+    Attributions,
+    LimeParams,
+    jaccard,
+    lime_attributions,
+    mean_finite,
+    params_for,
+    top_k,
+)
 
 _D = LimeParams()
 
@@ -60,8 +69,7 @@ class Lime(Check[LimeConfig]):
         "which features LIME says drive each decision, and how much that answer drifts from run to run.")
     config_model = LimeConfig
     applies_to: ClassVar[Requires] = Requires(needs=frozenset({"tabular", "probabilities"}))
-    obligations: ClassVar[tuple[str, ...]] = ("gdpr.art13.2.f", "gdpr.art14.2.g", "gdpr.art15.1.h", "gdpr.art22",
-                                              "eu_ai_act.art13", "eu_ai_act.annex_iv.2.b")
+    obligations: ClassVar[tuple[str, ...]] = OBLIGATIONS
     metric_names: ClassVar[dict[str, str]] = METRICS
     # random methods drift: unstable explanations are a warning for the reviewer, not a failed model
     default_thresholds: ClassVar[dict[str, dict[str, Any]]] = {"stability": {"min": 0.7, "severity": "warn"}}

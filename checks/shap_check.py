@@ -11,7 +11,7 @@ from audit.context import AuditContext
 from audit.plotting import PALETTE, figure, to_svg
 from audit.registry import Check, CheckConfig, Requires, register
 from audit.results import CheckResult, Figure, Finding, Metric, Table
-from checks._explain import Attributions, ShapParams, params_for, rank_of, shap_attributions
+from checks._explain import OBLIGATIONS, Attributions, ShapParams, params_for, rank_of, shap_attributions
 
 _D = ShapParams()
 DEFAULT_PROXY_AUC = 0.7  # the fairness check's default: a feature flagged there counts here
@@ -68,8 +68,7 @@ class Shap(Check[ShapConfig]):
         "of the model's behaviour rests on sensitive features and their proxies.")
     config_model = ShapConfig
     applies_to: ClassVar[Requires] = Requires(needs=frozenset({"tabular", "probabilities"}))
-    obligations: ClassVar[tuple[str, ...]] = ("gdpr.art13.2.f", "gdpr.art14.2.g", "gdpr.art15.1.h", "gdpr.art22",
-                                              "eu_ai_act.art13", "eu_ai_act.annex_iv.2.b")
+    obligations: ClassVar[tuple[str, ...]] = OBLIGATIONS
     metric_names: ClassVar[dict[str, str]] = METRICS
     default_thresholds: ClassVar[dict[str, dict[str, float]]] = {
         "best_sensitive_rank": {"min": 6},
